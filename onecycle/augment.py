@@ -1,0 +1,495 @@
+"""Train-time augmentation built from `params.yaml` (`augment:`), in two interchangeable backends.
+
+- albumentations: `augment.train` is a list of albumentations 2.x transforms by name with their
+  arguments, applied image by image (the reference's way, any transform). `AlbumentationsBatch`
+  runs it over a batch.
+- tensor: `TensorAugment` runs the same recipe batched on the device the images are on (pad-crop,
+  flip, cutout only), with the same distributions as albumentations 2.0.8, so the CPU never becomes
+  the bottleneck of a GPU run.
+
+Both take the same input and give the same output:
+
+    uint8  N,H,W,C  (RGB, the layout images are stored and decoded in: the data stays 1 byte a
+                     value until the last step, 4x less to move to the device than float32)
+      -> float32 N,C,H,W  contiguous, normalized (x / 255 - mean) / std per channel
+
+NCHW is the layout every torch model accepts; the trainer converts to channels_last if it wants
+(one copy). The transforms work on raw pixel values (a cutout fill of 0 is black, as in
+albumentations); Normalize is always last and is appended here, never listed in `augment.train`.
+
+String conveniences in the arguments: `border_mode: reflect | reflect_101 | reflect101 | symmetric
+| constant | replicate | wrap` (`reflect` is OpenCV's BORDER_REFLECT_101, `dcb|abcd|cba`, which is
+numpy's and torch's "reflect"; `symmetric` is OpenCV's BORDER_REFLECT, `cba|abcd|dcb`), and
+`interpolation` / `mask_interpolation: nearest | linear | cubic | area | lanczos4`; YAML lists become
+tuples.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from onecycle.params import AugmentParams
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("albumentations", "tensor")
+FIX_HINT = "fix augment.train in params.yaml"
+
+BORDER_MODES = {
+    "constant": cv2.BORDER_CONSTANT,
+    "replicate": cv2.BORDER_REPLICATE,
+    "reflect": cv2.BORDER_REFLECT_101,  # dcb|abcd|cba: numpy/torch "reflect", the edge pixel not repeated
+    "reflect_101": cv2.BORDER_REFLECT_101,
+    "reflect101": cv2.BORDER_REFLECT_101,
+    "symmetric": cv2.BORDER_REFLECT,  # cba|abcd|dcb: numpy "symmetric", the edge pixel repeated
+    "wrap": cv2.BORDER_WRAP,
+}
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos4": cv2.INTER_LANCZOS4,
+}
+APPENDED_BY_CODE = {
+    "Normalize": "Normalize is appended from augment.mean and augment.std",
+    "ToTensorV2": "the conversion to a tensor is done by the code",
+}
+
+
+class AugmentError(ValueError):
+    """`augment.train` names an unknown transform, gives it bad arguments, or asks the tensor
+    backend for a transform it does not implement."""
+
+
+# ----------------------------------------------------------------------------- albumentations
+
+
+def build_albumentations(aug: AugmentParams, seed: int | None) -> A.Compose:
+    """The per-image pipeline: `aug.train` in order, then Normalize(mean, std, max_pixel_value=255).
+
+    Call it as `pipeline(image=hwc_uint8_rgb)["image"]`, which gives an H,W,C float32 array.
+    With an integer `seed` the draws are reproducible for a given sequence of calls; with None they
+    are not. Raises AugmentError naming the transform on an unknown name or bad arguments.
+    """
+    transforms = [_make_transform(i, item) for i, item in enumerate(aug.train)]
+    transforms.append(A.Normalize(mean=aug.mean, std=aug.std, max_pixel_value=255.0))
+    pipeline = A.Compose(transforms, seed=seed)
+    reseed_pipeline(pipeline, seed)
+    return pipeline
+
+
+def reseed_pipeline(pipeline: A.Compose, seed: int | None) -> None:
+    """Restart the random streams of `pipeline` from `seed`, one independent stream per transform.
+
+    albumentations 2.0.8's `Compose(seed=s)` gives every transform its own `random.Random(s)` and
+    `default_rng(s)` with the *same* s, so different transforms read the same numbers (the first
+    flip decision equals the first cutout decision and the first crop offset's draw). Seeding each
+    transform from a spawned `SeedSequence` keeps the streams reproducible and independent.
+    """
+    pipeline.set_random_seed(seed)
+    if seed is None:
+        return
+    children = np.random.SeedSequence(seed).spawn(len(pipeline.transforms))
+    for transform, child in zip(pipeline.transforms, children):
+        transform.set_random_seed(int(child.generate_state(1)[0]))
+
+
+class AlbumentationsBatch:
+    """Applies the albumentations pipeline image by image to a batch (the reference's way).
+
+    Args:
+        aug: the `augment` params section.
+        seed: seeds the draws; the same seed and the same sequence of calls give the same output.
+            Call `reseed(seed + epoch)` at the start of each epoch so a resumed run draws as an
+            uninterrupted one would. A copy in each DataLoader worker must get its own seed.
+    """
+
+    def __init__(self, aug: AugmentParams, seed: int | None) -> None:
+        self.pipeline = build_albumentations(aug, seed)
+
+    def reseed(self, seed: int | None) -> None:
+        reseed_pipeline(self.pipeline, seed)
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 N,H,W,C numpy array -> float32 N,C,H,W contiguous tensor (CPU)."""
+        images = _as_uint8_nhwc_numpy(images)
+        out = None
+        for i, image in enumerate(images):
+            result = self.pipeline(image=image)["image"]
+            if out is None:
+                out = np.empty((len(images), *result.shape), dtype=np.float32)
+            out[i] = result
+        if out is None:
+            out = np.empty((0, *images.shape[1:]), dtype=np.float32)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _make_transform(index: int, item: dict) -> A.BasicTransform:
+    ((name, args),) = item.items()
+    where = f"augment.train[{index}] {name}"
+    cls = getattr(A, str(name), None) if not str(name).startswith("_") else None
+    if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
+        known = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+        close = difflib.get_close_matches(str(name), known, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise AugmentError(f"{where}: not an albumentations {A.__version__} transform{hint} ({FIX_HINT})")
+    if issubclass(cls, A.BaseCompose):
+        raise AugmentError(f"{where}: compositions cannot be nested in augment.train; list the transforms themselves ({FIX_HINT})")
+    if name in APPENDED_BY_CODE:
+        raise AugmentError(f"{where}: {APPENDED_BY_CODE[name]}; remove it ({FIX_HINT})")
+    kwargs = {key: _convert_arg(where, key, value) for key, value in (args or {}).items()}
+    allowed = _argument_names(cls)
+    if allowed is not None:
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise AugmentError(
+                f"{where}: unknown argument {unknown[0]!r}; its arguments are {', '.join(sorted(allowed))} ({FIX_HINT})"
+            )
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+        raise AugmentError(f"{where}: {_describe_error(err)} ({FIX_HINT})") from err
+
+
+def _argument_names(cls: type) -> set[str] | None:
+    """Keyword arguments `cls` accepts, or None when it takes **kwargs (albumentations checks those)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name != "self"}
+
+
+def _convert_arg(where: str, key: str, value: Any) -> Any:
+    if isinstance(value, str) and key.endswith("border_mode"):
+        return _lookup(where, key, value, BORDER_MODES)
+    if isinstance(value, str) and key.endswith("interpolation"):
+        return _lookup(where, key, value, INTERPOLATIONS)
+    if isinstance(value, list):
+        return tuple(_convert_arg(where, key, v) for v in value)
+    return value
+
+
+def _lookup(where: str, key: str, value: str, table: dict[str, int]) -> int:
+    try:
+        return table[value.lower()]
+    except KeyError:
+        raise AugmentError(f"{where}: {key} must be one of {', '.join(table)} (or an OpenCV constant), got {value!r} ({FIX_HINT})") from None
+
+
+def _describe_error(err: Exception) -> str:
+    """One line per bad field for pydantic errors (albumentations re-raises them as ValueError)."""
+    source = err.__cause__ if callable(getattr(err.__cause__, "errors", None)) else err
+    errors = getattr(source, "errors", None)
+    if callable(errors):  # pydantic: one line per field
+        try:
+            items = errors()
+        except Exception:  # noqa: BLE001 - fall back to the plain message
+            items = None
+        if items:
+            parts = []
+            for e in items:
+                field = ".".join(str(x) for x in e.get("loc", ())) or "arguments"
+                got = "" if e.get("type") == "missing" or not e.get("loc") else f" (got {e.get('input')!r})"
+                parts.append(f"{field}: {e.get('msg')}{got}")
+            return "; ".join(parts)
+    return str(err)
+
+
+# ----------------------------------------------------------------------------- choosing, validating
+
+
+def resolve_backend(aug_backend: str, device_type: str, *, train: Sequence[dict] = ()) -> str:
+    """'albumentations' or 'tensor' for `augment.backend` on a device of type `device_type`.
+
+    'auto' is 'tensor' on cuda (the per-image CPU pipeline would starve the GPU) and
+    'albumentations' elsewhere. Given the recipe (`train`), 'auto' on cuda falls back to
+    'albumentations' when the tensor backend cannot run it.
+    """
+    if aug_backend in BACKENDS:
+        return aug_backend
+    if aug_backend != "auto":
+        raise AugmentError(f"augment.backend must be auto, {' or '.join(BACKENDS)}; got {aug_backend!r}")
+    if device_type != "cuda":
+        return "albumentations"
+    if train:
+        try:
+            _tensor_ops(build_albumentations(AugmentParams(train=tuple(train)), seed=0))
+        except AugmentError as err:
+            log.warning("augment.backend auto: using albumentations on cuda because %s", err)
+            return "albumentations"
+    return "tensor"
+
+
+def validate(aug: AugmentParams) -> None:
+    """Build the pipeline once (and the tensor one for backend 'tensor') so a bad recipe fails
+    before any work, with an AugmentError naming the transform."""
+    pipeline = build_albumentations(aug, seed=0)
+    if aug.backend == "tensor":
+        _tensor_ops(pipeline)
+
+
+# ----------------------------------------------------------------------------- tensor backend
+
+
+def normalize_batch(images: torch.Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The test-time transform (albumentations Normalize + ToTensorV2), vectorized.
+
+    uint8 N,H,W,C (tensor on any device, or numpy) -> float32 N,C,H,W contiguous on the same
+    device. Computes (x - 255 mean) * (1 / (255 std)) in float32, as albumentations does.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    _check_uint8_nhwc(images)
+    shift = torch.tensor(mean, dtype=torch.float32, device=images.device) * 255.0
+    scale = torch.reciprocal(torch.tensor(std, dtype=torch.float32, device=images.device) * 255.0)
+    out = (images.permute(0, 3, 1, 2).float() - shift[:, None, None]) * scale[:, None, None]
+    return out.contiguous()
+
+
+class TensorAugment:
+    """The recipe batched on the images' device: PadIfNeeded, RandomCrop, HorizontalFlip and
+    CoarseDropout (in any order), then Normalize. Each image gets its own draws, with the
+    distributions of albumentations 2.0.8 (see each op); the draws themselves differ.
+
+    Args:
+        aug: the `augment` params section; any other transform raises AugmentError.
+        seed: seeds one `torch.Generator` per device, made on first use there. The same seed,
+            device and sequence of batch shapes give the same output (CPU and CUDA draws differ).
+            Call `reseed(seed + epoch)` at the start of each epoch for resumable runs.
+    """
+
+    def __init__(self, aug: AugmentParams, seed: int | None = None) -> None:
+        self.ops = _tensor_ops(build_albumentations(aug, seed=0))
+        self.mean, self.std = aug.mean, aug.std
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def reseed(self, seed: int | None) -> None:
+        self.seed = seed
+        self._generators.clear()
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 N,H,W,C tensor -> float32 N,C,H,W contiguous on the same device.
+
+        `generator` overrides the internal one; it may live on the images' device or on the CPU
+        (draws are made on the generator's device and moved).
+        """
+        _check_uint8_nhwc(images)
+        gen = generator if generator is not None else self._generator(images.device)
+        x = images
+        for op in self.ops:
+            x = op(x, gen)
+        return normalize_batch(x, self.mean, self.std)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            gen = torch.Generator(device=device)
+            if self.seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return self._generators[device]
+
+
+def _tensor_ops(pipeline: A.Compose) -> list:
+    """Translate the built (hence validated) albumentations transforms into batched ops."""
+    ops = []
+    for index, transform in enumerate(pipeline.transforms[:-1]):  # the last is Normalize
+        op = _TENSOR_OPS.get(type(transform))
+        where = f"augment.train[{index}] {type(transform).__name__}"
+        if op is None:
+            raise AugmentError(
+                f"{where}: the tensor backend supports only {', '.join(c.__name__ for c in _TENSOR_OPS)}; "
+                "set augment.backend to albumentations to use other transforms"
+            )
+        ops.append(op(transform, where))
+    return ops
+
+
+class _Pad:
+    """PadIfNeeded, position center: pad_top = (min_height - H) // 2, the rest at the bottom
+    (likewise left/right), or up to a multiple of pad_*_divisor; all five OpenCV border modes."""
+
+    def __init__(self, t: A.PadIfNeeded, where: str) -> None:
+        _require(t.p >= 1.0, where, "p must be 1 (every image padded to the same size)")
+        _require(t.position == "center", where, f"position must be center, got {t.position!r}")
+        self.min_size = (t.min_height, t.min_width)
+        self.divisor = (t.pad_height_divisor, t.pad_width_divisor)
+        self.mode = t.border_mode
+        self.fill = _fill_values(t.fill, where)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        (top, bottom), (left, right) = (
+            _padding(size, m, d) for size, m, d in zip((h, w), self.min_size, self.divisor)
+        )
+        if top == bottom == left == right == 0:
+            return x
+        rows, row_ok = _border_index(torch.arange(-top, h + bottom, device=x.device), h, self.mode)
+        cols, col_ok = _border_index(torch.arange(-left, w + right, device=x.device), w, self.mode)
+        out = x[:, rows[:, None], cols[None, :]]
+        if self.mode == cv2.BORDER_CONSTANT:
+            outside = ~(row_ok[:, None] & col_ok[None, :])
+            out = torch.where(outside[None, :, :, None], _fill_tensor(self.fill, x), out)
+        return out
+
+
+class _Crop:
+    """RandomCrop: top-left uniform over every offset that fits, [0, H - h] x [0, W - w]
+    (albumentations: int((H - h + 1) * u) with u uniform in [0, 1))."""
+
+    def __init__(self, t: A.RandomCrop, where: str) -> None:
+        _require(t.p >= 1.0, where, "p must be 1 (every image cropped to the same size)")
+        _require(not t.pad_if_needed, where, "pad_if_needed is not supported; pad with PadIfNeeded before it")
+        self.size = (t.height, t.width)
+        self.where = where
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, h, w, _ = x.shape
+        ch, cw = self.size
+        if ch > h or cw > w:
+            raise AugmentError(f"{self.where}: crop {ch}x{cw} is larger than the {h}x{w} images ({FIX_HINT})")
+        top = _randint(gen, h - ch + 1, n, x.device)
+        left = _randint(gen, w - cw + 1, n, x.device)
+        rows = top[:, None] + torch.arange(ch, device=x.device)  # N, ch
+        cols = left[:, None] + torch.arange(cw, device=x.device)  # N, cw
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        return x[batch, rows[:, :, None], cols[:, None, :]]
+
+
+class _Flip:
+    """HorizontalFlip: each image mirrored with probability p."""
+
+    def __init__(self, t: A.HorizontalFlip, where: str) -> None:
+        self.p = t.p
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        flip = _bernoulli(gen, self.p, x.shape[0], x.device)
+        return torch.where(flip[:, None, None, None], x.flip(2), x)
+
+
+class _Cutout:
+    """CoarseDropout with a numeric fill, as albumentations 2.0.8 draws it: with probability p,
+    k holes, k uniform in num_holes_range; each hole's height uniform in hole_height_range clipped
+    to H (integers when the height range's upper bound is >= 1, else int(H * uniform(lo, hi))),
+    likewise its width;
+    its top-left uniform over [0, H - height] x [0, W - width], so every hole lies inside the image.
+    Holes are filled with the raw pixel value `fill` (per channel if a tuple)."""
+
+    def __init__(self, t: A.CoarseDropout, where: str) -> None:
+        _require(not isinstance(t.fill, str), where, f"fill must be a number or one per channel, got {t.fill!r}")
+        self.p = t.p
+        self.num_holes = t.num_holes_range
+        self.ranges = (t.hole_height_range, t.hole_width_range)
+        self.fill = _fill_values(t.fill, where)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, h, w, _ = x.shape
+        lo, hi = self.num_holes
+        holes = lo + _randint(gen, hi - lo + 1, n, x.device)  # N
+        active = torch.arange(hi, device=x.device)[None, :] < holes[:, None]  # N, hi
+        active &= _bernoulli(gen, self.p, n, x.device)[:, None]
+        pixels = self.ranges[0][1] >= 1  # albumentations decides pixels vs fractions by the height range
+        inside = []
+        for size, size_range in zip((h, w), self.ranges):  # rows, then columns
+            extent = _hole_extent(gen, size, size_range, pixels, (n, hi), x.device)
+            start = torch.floor(_uniform(gen, (n, hi), x.device) * (size - extent + 1)).long()
+            start = torch.minimum(start, size - extent)  # guards the u -> 1 rounding edge
+            pos = torch.arange(size, device=x.device)
+            inside.append((pos >= start[..., None]) & (pos < (start + extent)[..., None]))  # N, hi, size
+        mask = (inside[0][:, :, :, None] & inside[1][:, :, None, :] & active[:, :, None, None]).any(1)
+        return torch.where(mask[..., None], _fill_tensor(self.fill, x), x)
+
+
+_TENSOR_OPS = {A.PadIfNeeded: _Pad, A.RandomCrop: _Crop, A.HorizontalFlip: _Flip, A.CoarseDropout: _Cutout}
+
+
+def _hole_extent(
+    gen: torch.Generator, size: int, size_range: tuple, pixels: bool, shape: tuple, device: torch.device
+) -> torch.Tensor:
+    lo, hi = size_range
+    if pixels:  # integers in [lo, min(hi, size)]
+        return int(lo) + _randint(gen, int(min(hi, size)) - int(lo) + 1, shape, device)
+    return (size * (lo + (hi - lo) * _uniform(gen, shape, device))).long()  # fractions of the side
+
+
+def _padding(size: int, min_size: int | None, divisor: int | None) -> tuple[int, int]:
+    """(before, after) as albumentations' get_dimension_padding."""
+    if min_size is not None:
+        total = max(min_size - size, 0)
+    else:
+        total = (divisor - size % divisor) % divisor
+    return total // 2, total - total // 2
+
+
+def _border_index(idx: torch.Tensor, n: int, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source index in [0, n) for each (possibly outside) index, as OpenCV's borderInterpolate;
+    and whether it was inside (only BORDER_CONSTANT uses that)."""
+    inside = (idx >= 0) & (idx < n)
+    if mode == cv2.BORDER_REFLECT_101:
+        period = max(2 * n - 2, 1)
+        m = idx.remainder(period)
+        src = torch.where(m < n, m, period - m)
+    elif mode == cv2.BORDER_REFLECT:
+        m = idx.remainder(2 * n)
+        src = torch.where(m < n, m, 2 * n - 1 - m)
+    elif mode == cv2.BORDER_WRAP:
+        src = idx.remainder(n)
+    else:  # BORDER_REPLICATE; BORDER_CONSTANT reads any pixel and overwrites it with the fill
+        src = idx.clamp(0, n - 1)
+    return src, inside
+
+
+def _fill_values(fill: Any, where: str) -> tuple[float, ...]:
+    values = tuple(fill) if isinstance(fill, (tuple, list)) else (fill,)
+    _require(all(0 <= v <= 255 for v in values), where, f"fill must be raw pixel values in [0, 255], got {fill!r}")
+    return values
+
+
+def _fill_tensor(values: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    if len(values) not in (1, x.shape[-1]):
+        raise AugmentError(f"fill has {len(values)} values for images with {x.shape[-1]} channels ({FIX_HINT})")
+    return torch.tensor(values, device=x.device).to(x.dtype)  # truncates like np.array(fill, dtype=uint8)
+
+
+def _require(ok: bool, where: str, problem: str) -> None:
+    if not ok:
+        raise AugmentError(f"{where}: the tensor backend needs {problem}; or set augment.backend to albumentations")
+
+
+def _uniform(gen: torch.Generator, shape: Any, device: torch.device) -> torch.Tensor:
+    """float64 uniforms in [0, 1), drawn on the generator's device, moved to `device`."""
+    return torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float64).to(device)
+
+
+def _randint(gen: torch.Generator, high: int, shape: Any, device: torch.device) -> torch.Tensor:
+    shape = (shape,) if isinstance(shape, int) else shape
+    return torch.randint(0, high, shape, generator=gen, device=gen.device).to(device)
+
+
+def _bernoulli(gen: torch.Generator, p: float, n: int, device: torch.device) -> torch.Tensor:
+    return _uniform(gen, n, device) < p
+
+
+def _check_uint8_nhwc(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images N,H,W,C, got {images.dtype} of shape {tuple(images.shape)}")
+
+
+def _as_uint8_nhwc_numpy(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        images = images.cpu().numpy()
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images N,H,W,C, got {images.dtype} of shape {images.shape}")
+    return images

@@ -1,0 +1,157 @@
+"""Epochs of batches: shuffling, sharding across processes, and where augmentation runs.
+
+Every random draw of an epoch (the order and each batch's augmentation) is derived from
+(seed, epoch, batch), never from a running generator. So a run resumed at epoch k draws
+exactly what an uninterrupted run draws, and the draws do not depend on the number of
+DataLoader workers.
+
+Under DDP the global batch keeps its meaning: global batch i is the same images whatever
+the process count, split across ranks, so the number of optimizer steps per epoch and the
+schedule do not change with the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from onecycle import augment
+from onecycle.data import Split
+from onecycle.device import Runtime
+from onecycle.params import AugmentParams
+
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """A 63-bit seed that differs for every (seed, epoch, batch, rank)."""
+    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The image order of one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Global batches of `batch_size`, the last one partial (as the reference: 391 batches of 50,000)."""
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This rank's contiguous share of a global batch (sizes differ by at most one image)."""
+    return np.array_split(indices, world)[rank]
+
+
+class EpochLoader:
+    """Yields (images float NCHW on the device, labels int64 on the device) for one epoch.
+
+    Args:
+        split: the images (uint8 NHWC) and labels.
+        batch_size: global images per optimizer step.
+        aug: the augmentation recipe; None for evaluation (normalize only).
+        backend: "albumentations" (per image, on the CPU) or "tensor" (batched, on the device).
+        runtime: where the batches go.
+        seed: the run's seed.
+        shuffle: a new order each epoch (training) or the stored order (evaluation).
+        rank, world: this process and the number of processes (DDP).
+        num_workers: DataLoader workers for the albumentations backend (0: in this process).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        aug: AugmentParams,
+        backend: str,
+        runtime: Runtime,
+        seed: int,
+        train: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        if len(split.labels) < world:
+            raise ValueError(f"{len(split.labels)} images cannot be shared among {world} processes")
+        self.split, self.batch_size, self.aug, self.runtime = split, batch_size, aug, runtime
+        self.seed, self.train, self.rank, self.world = seed, train, rank, world
+        self.backend = backend if train else "normalize"
+        self.num_workers = num_workers
+        self.slices = batch_slices(len(split.labels), batch_size)
+        if world > 1 and (len(split.labels) % batch_size) and (len(split.labels) % batch_size) < world:
+            self.slices = self.slices[:-1]  # a last global batch smaller than the process count cannot be split
+        self.labels = torch.from_numpy(split.labels)
+        if self.backend == "tensor":
+            # The whole prepared split lives on the device (150 MB for CIFAR-10 train as uint8).
+            self.device_images = torch.from_numpy(split.images).to(runtime.device)
+            self.device_labels = self.labels.to(runtime.device)
+            self.tensor_aug = augment.TensorAugment(aug)
+        elif self.backend == "albumentations":
+            self.albu = augment.AlbumentationsBatch(aug, seed)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def num_images(self) -> int:
+        """Images this rank sees per epoch."""
+        order = np.arange(len(self.split.labels))
+        return sum(len(shard(order[s], self.rank, self.world)) for s in self.slices)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = epoch_order(len(self.split.labels), self.seed, epoch, shuffle=self.train)
+        batches = [shard(order[s], self.rank, self.world) for s in self.slices]
+        if self.backend == "tensor":
+            yield from self._tensor_batches(epoch, batches)
+        elif self.num_workers > 0:
+            yield from self._worker_batches(epoch, batches)
+        else:
+            for b, idx in enumerate(batches):
+                yield self._to_device(*self._cpu_batch(epoch, b, idx))
+
+    def _cpu_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.split.images[idx]
+        if self.backend == "albumentations":
+            self.albu.reseed(batch_seed(self.seed, epoch, b, self.rank))
+            x = self.albu(images)
+        else:
+            x = augment.normalize_batch(images, self.aug.mean, self.aug.std)
+        return x, self.labels[idx]
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.runtime.to_input(x), y.to(self.runtime.device, non_blocking=True)
+
+    def _tensor_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(device=self.runtime.device)
+        for b, idx in enumerate(batches):
+            generator.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
+            index = torch.from_numpy(idx).to(self.runtime.device, non_blocking=True)
+            x = self.tensor_aug(self.device_images[index], generator)
+            yield self.runtime.to_input(x), self.device_labels[index]
+
+    def _worker_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dataset = _Batches(self, epoch, batches)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,  # each item is already a whole batch
+            num_workers=self.num_workers,
+            pin_memory=self.runtime.device.type == "cuda",
+            prefetch_factor=4,
+        )
+        for x, y in loader:
+            yield self._to_device(x, y)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch b of one epoch, built in a worker process (each batch seeds its own draws)."""
+
+    def __init__(self, loader: EpochLoader, epoch: int, batches: list[np.ndarray]) -> None:
+        self.loader, self.epoch, self.batches = loader, epoch, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loader._cpu_batch(self.epoch, b, self.batches[b])

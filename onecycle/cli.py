@@ -1,0 +1,70 @@
+"""What every stage script shares: arguments, logging, and turning bad input into a clear exit.
+
+A stage's `main()` runs its work inside `run_stage`, which prints `error: <message>` and exits 2
+for every error that is the user's to fix (params, data, artifacts, devices, a diverged run),
+removing the stage's outputs first so DVC never sees a half-finished stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from onecycle.io import ArtifactError
+from onecycle.params import ParamsError
+
+EXIT_BAD_INPUT = 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message tells the user what to fix (a traceback would only hide it)."""
+    from onecycle.augment import AugmentError
+    from onecycle.data import DataError
+    from onecycle.device import DeviceError
+    from onecycle.train import NonFiniteLoss
+
+    return (ParamsError, ArtifactError, DataError, AugmentError, DeviceError, NonFiniteLoss)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    return p
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def remove_outputs(paths: Iterable[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def run_stage(work: Callable[[], None], outputs: Iterable[Path]) -> None:
+    """Run `work`; on a user error remove `outputs`, print the message and exit 2."""
+    setup_logging()
+    outputs = list(outputs)
+    try:
+        work()
+    except user_errors() as err:
+        if is_main_process():
+            remove_outputs(outputs)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except BaseException:
+        if is_main_process():
+            remove_outputs(outputs)
+        raise

@@ -1,0 +1,83 @@
+"""Stage evaluate: the trained model on the prepared test set.
+
+Writes metrics/eval.json (accuracy, loss, per-class accuracy, images; with TTA also the
+flip-averaged accuracy), plots/confusion.csv (one row per image, for DVC's confusion
+template), plots/confusion.png and plots/misclassified.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from onecycle import evaluate as ev
+from onecycle import io, plots
+from onecycle.cli import parser, run_stage
+from onecycle.data import load_split
+from onecycle.device import runtime
+from onecycle.model import build_model
+from onecycle.params import load_params
+
+log = logging.getLogger("evaluate")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
+    p.add_argument("--confusion", type=Path, default=Path("plots/confusion.csv"))
+    p.add_argument("--confusion-png", type=Path, default=Path("plots/confusion.png"))
+    p.add_argument("--mistakes-png", type=Path, default=Path("plots/misclassified.png"))
+    args = p.parse_args()
+    outputs = [args.metrics, args.confusion, args.confusion_png, args.mistakes_png]
+    run_stage(lambda: evaluate(args), outputs)
+
+
+def load_model(path: Path, width: int, num_classes: int):
+    """The trained network from a weights-only state dict, checked against this architecture."""
+    state = io.load_torch(path, "model")
+    model = build_model(width, num_classes)
+    if not isinstance(state, dict):
+        raise io.ArtifactError(f"model {path} is not a state dict: rerun `dvc repro train_onecycle`")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise io.ArtifactError(
+            f"model {path} does not fit a ResNet9 of width {width} with {num_classes} classes "
+            f"(was model.width changed?): rerun `dvc repro train_onecycle`. Details: {str(err)[:300]}"
+        ) from err
+    return model
+
+
+def evaluate(args) -> None:
+    params = load_params(args.params)
+    ep = params.evaluate
+    test = load_split(args.data, "test", params.data.test_samples, params.seed)
+    rt = runtime(params.train.device, params.train.precision, params.train.channels_last)
+    model = rt.prepare_model(load_model(args.model, params.model.width, len(test.classes)))
+    pred = ev.predict(model, test, rt, ep.batch_size, params.augment.mean, params.augment.std)
+    metrics = {
+        "accuracy": pred.accuracy,
+        "loss": pred.loss,
+        "images": int(len(test.labels)),
+        "per_class_accuracy": ev.per_class_accuracy(pred, test.classes),
+    }
+    if ep.tta:
+        tta = ev.predict(model, test, rt, ep.batch_size, params.augment.mean, params.augment.std, flip=True)
+        metrics["tta"] = {"accuracy": tta.accuracy, "loss": tta.loss}
+    log.info("test accuracy %.2f%% (loss %.4f) on %d images%s", pred.accuracy, pred.loss, len(test.labels),
+             f"; with flip TTA {metrics['tta']['accuracy']:.2f}%" if ep.tta else "")
+    io.write_json(args.metrics, metrics)
+    names = test.classes
+    io.write_csv(args.confusion, ["actual", "predicted"],
+                 [[names[a], names[p]] for a, p in zip(pred.labels, pred.predicted)])
+    plots.plot_confusion(ev.confusion_matrix(pred, len(names)), names, args.confusion_png)
+    wrong = ev.confident_mistakes(pred, ep.misclassified)
+    plots.plot_mistakes(test.images[wrong], [names[i] for i in pred.labels[wrong]],
+                        [names[i] for i in pred.predicted[wrong]], pred.probs[wrong, pred.predicted[wrong]],
+                        args.mistakes_png)
+
+
+if __name__ == "__main__":
+    main()

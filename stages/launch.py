@@ -1,0 +1,38 @@
+"""Run a stage script in this process, or under torchrun when train.nproc_per_node > 1.
+
+    python stages/launch.py stages/train_onecycle.py [args...]
+
+One process per GPU on this machine; for several machines call torchrun yourself (README).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+from onecycle.cli import EXIT_BAD_INPUT
+from onecycle.params import ParamsError, load_params
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        sys.exit("usage: python stages/launch.py STAGE_SCRIPT [args...]")
+    script, rest = sys.argv[1], sys.argv[2:]
+    params_path = Path(rest[rest.index("--params") + 1]) if "--params" in rest else Path("params.yaml")
+    try:
+        nproc = load_params(params_path).train.nproc_per_node
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+        os.execv(torchrun, [torchrun, "--standalone", f"--nproc-per-node={nproc}", script, *rest])
+    sys.argv = [script, *rest]
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Stage train_onecycle: OneCycle training of the ResNet at the max LR the range test chose.
+
+Writes the model (state dict + resolved params), the per-epoch history, its figure and the
+metrics. Resumes from its checkpoint after a kill; under torchrun only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from onecycle import io, plots
+from onecycle.augment import resolve_backend
+from onecycle.batches import EpochLoader
+from onecycle.cli import parser, run_stage
+from onecycle.data import load_split
+from onecycle.device import runtime
+from onecycle.distributed import barrier, process_group
+from onecycle.params import load_params, to_dict
+from onecycle.train import fit
+
+log = logging.getLogger("train_onecycle")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.add_argument("--max-lr", type=Path, default=Path("metrics/max_lr.json"))
+    p.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    p.add_argument("--history", type=Path, default=Path("plots/train_history.csv"))
+    p.add_argument("--figure", type=Path, default=Path("plots/training.png"))
+    p.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/train_onecycle.pt"))
+    args = p.parse_args()
+    outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics]
+    run_stage(lambda: train(args), outputs)
+
+
+def train(args) -> None:
+    params = load_params(args.params)
+    tp = params.train
+    max_lr = io.read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
+    with process_group(tp.device) as place:
+        rt = runtime(tp.device, tp.precision, tp.channels_last, place.local_rank)
+        backend = resolve_backend(params.augment.backend, rt.device.type)
+        train_split = load_split(args.data, "train", params.data.train_samples, params.seed)
+        test_split = load_split(args.data, "test", params.data.test_samples, params.seed)
+        workers = (8 if rt.device.type == "cuda" else 0) if tp.num_workers == "auto" else tp.num_workers
+        common = dict(runtime=rt, seed=params.seed, rank=place.rank, world=place.world)
+        train_loader = EpochLoader(train_split, tp.batch_size, params.augment, backend, train=True,
+                                   num_workers=workers if backend == "albumentations" else 0, **common)
+        test_loader = EpochLoader(test_split, params.evaluate.batch_size, params.augment, backend, train=False, **common)
+        if place.main:
+            log.info("device %s, precision %s, channels_last %s, augmentation %s, max_lr %.4g, %d processes",
+                     rt.device, rt.precision, rt.channels_last, backend, max_lr, place.world)
+        t0 = time.perf_counter()
+        result = fit(params, train_loader, test_loader, rt, max_lr, len(train_split.classes),
+                     checkpoint=args.checkpoint, place=place)
+        if place.main:
+            write_outputs(args, params, max_lr, train_split.classes, result, time.perf_counter() - t0, rt)
+            args.checkpoint.unlink(missing_ok=True)  # finished: a changed param must start fresh
+        barrier()
+
+
+def write_outputs(args, params, max_lr, classes, result, seconds, rt) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    io.save_torch(args.model, state)
+    io.write_json(args.model.with_suffix(".json"), {
+        "architecture": "ResNet9", "width": params.model.width, "classes": list(classes),
+        "max_lr": max_lr, "device": str(rt.device), "precision": rt.precision, "params": to_dict(params),
+    })
+    rows = [[h.epoch, h.lr, h.train_loss, h.train_acc, h.test_loss, h.test_acc, h.seconds] for h in result.history]
+    io.write_csv(args.history, ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"], rows)
+    plots.plot_training(result.history, args.figure)
+    last = result.history[-1]
+    best = max(result.history, key=lambda h: h.test_acc)
+    io.write_json(args.metrics, {
+        "max_lr": max_lr,
+        "epochs": len(result.history),
+        "final": {"train_acc": last.train_acc, "train_loss": last.train_loss,
+                  "test_acc": last.test_acc, "test_loss": last.test_loss},
+        "best": {"test_acc": best.test_acc, "epoch": best.epoch, "test_loss": min(h.test_loss for h in result.history)},
+        "seconds": {"total": sum(h.seconds for h in result.history), "training": result.train_seconds,
+                    "this_run": seconds},
+        "images_per_second": result.images_per_second,
+    })
+
+
+if __name__ == "__main__":
+    main()
