@@ -139,12 +139,14 @@ def _make_transform(index: int, item: dict) -> A.BasicTransform:
     where = f"augment.train[{index}] {name}"
     cls = getattr(A, str(name), None) if not str(name).startswith("_") else None
     if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
-        known = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+        known = [n for n, v in vars(A).items() if isinstance(v, type) and issubclass(v, A.BasicTransform)]
         close = difflib.get_close_matches(str(name), known, n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise AugmentError(f"{where}: not an albumentations {A.__version__} transform{hint} ({FIX_HINT})")
     if issubclass(cls, A.BaseCompose):
-        raise AugmentError(f"{where}: compositions cannot be nested in augment.train; list the transforms themselves ({FIX_HINT})")
+        raise AugmentError(
+            f"{where}: compositions cannot be nested in augment.train; list the transforms themselves ({FIX_HINT})"
+        )
     if name in APPENDED_BY_CODE:
         raise AugmentError(f"{where}: {APPENDED_BY_CODE[name]}; remove it ({FIX_HINT})")
     kwargs = {key: _convert_arg(where, key, value) for key, value in (args or {}).items()}
@@ -153,7 +155,8 @@ def _make_transform(index: int, item: dict) -> A.BasicTransform:
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise AugmentError(
-                f"{where}: unknown argument {unknown[0]!r}; its arguments are {', '.join(sorted(allowed))} ({FIX_HINT})"
+                f"{where}: unknown argument {unknown[0]!r}; "
+                f"its arguments are {', '.join(sorted(allowed))} ({FIX_HINT})"
             )
     try:
         return cls(**kwargs)
@@ -183,7 +186,9 @@ def _lookup(where: str, key: str, value: str, table: dict[str, int]) -> int:
     try:
         return table[value.lower()]
     except KeyError:
-        raise AugmentError(f"{where}: {key} must be one of {', '.join(table)} (or an OpenCV constant), got {value!r} ({FIX_HINT})") from None
+        raise AugmentError(
+            f"{where}: {key} must be one of {', '.join(table)} (or an OpenCV constant), got {value!r} ({FIX_HINT})"
+        ) from None
 
 
 def _describe_error(err: Exception) -> str:
@@ -241,7 +246,9 @@ def validate(aug: AugmentParams) -> None:
 # ----------------------------------------------------------------------------- tensor backend
 
 
-def normalize_batch(images: torch.Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize_batch(
+    images: torch.Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """The test-time transform (albumentations Normalize + ToTensorV2), vectorized.
 
     uint8 N,H,W,C (tensor on any device, or numpy) -> float32 N,C,H,W contiguous on the same

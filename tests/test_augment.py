@@ -53,7 +53,8 @@ def test_default_recipe_output_shape_and_dtype(aug):
     assert isinstance(pipeline.transforms[-1], A.Normalize)
     assert pipeline.transforms[0].border_mode == cv2.BORDER_REFLECT_101  # "reflect" in params.yaml
 
-    for batch in (AlbumentationsBatch(aug, seed=1)(_images(5)), TensorAugment(aug, seed=1)(torch.from_numpy(_images(5)))):
+    images = _images(5)
+    for batch in (AlbumentationsBatch(aug, seed=1)(images), TensorAugment(aug, seed=1)(torch.from_numpy(images))):
         assert batch.shape == (5, 3, 32, 32) and batch.dtype == torch.float32 and batch.is_contiguous()
 
 
@@ -72,6 +73,13 @@ def test_seeded_draws_are_reproducible(aug):
         assert not torch.equal(a(batch), first)  # the stream moves on between calls
         a.reseed(3)
         assert torch.equal(a(batch), first)  # and restarts on reseed (per-epoch resume)
+
+
+def test_tensor_backend_takes_an_explicit_generator(aug):
+    images = torch.from_numpy(_images(16))
+    internal = TensorAugment(aug, seed=5)(images)
+    explicit = TensorAugment(aug, seed=None)(images, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(internal, explicit)
 
 
 def test_each_transform_gets_its_own_random_stream(aug):
@@ -93,7 +101,10 @@ def test_unknown_transform_is_named():
 
 @pytest.mark.parametrize(
     ("args", "problem"),
-    [({"p": 2}, "p: Input should be less than or equal to 1"), ({"nonsense_arg": 1}, "unknown argument 'nonsense_arg'")],
+    [
+        ({"p": 2}, "p: Input should be less than or equal to 1"),
+        ({"nonsense_arg": 1}, "unknown argument 'nonsense_arg'"),
+    ],
 )
 def test_bad_argument_names_the_transform(args, problem):
     with pytest.raises(AugmentError, match=r"augment\.train\[0\] HorizontalFlip") as err:
@@ -167,7 +178,8 @@ def test_tensor_padding_equals_albumentations(border_mode):
 
 
 def test_full_image_hole_is_filled_with_raw_value():
-    recipe = _recipe({"CoarseDropout": {"hole_height_range": [32, 32], "hole_width_range": [32, 32], "fill": 255, "p": 1.0}})
+    whole = {"hole_height_range": [32, 32], "hole_width_range": [32, 32], "fill": 255, "p": 1.0}
+    recipe = _recipe({"CoarseDropout": whole})
     out = TensorAugment(recipe, seed=0)(torch.from_numpy(_images(2)))
     white = torch.full((2, 32, 32, 3), 255, dtype=torch.uint8)
     assert torch.equal(out, normalize_batch(white, recipe.mean, recipe.std))
@@ -219,7 +231,10 @@ def _decode(out: np.ndarray, probe: np.ndarray) -> dict[str, np.ndarray]:
     return {"flip": flip, "cut": cut, "dy": dy, "dx": dx, "hole_y": hole_y, "hole_x": hole_x}
 
 
-def _draw(augment, probe: np.ndarray, batch: int, calls: int, as_tensor: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+def _draw(
+    augment, probe: np.ndarray, batch: int, calls: int, as_tensor: bool
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Decoded draws of `calls` batches of the probe, and the per-pixel mean and variance of the outputs."""
     images = np.repeat(probe[None], batch, axis=0)
     given = torch.from_numpy(images) if as_tensor else images
     parts, total, total_sq = [], 0.0, 0.0

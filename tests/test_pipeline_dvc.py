@@ -1,0 +1,88 @@
+"""The real `dvc` CLI drives all four stages on tiny data and a narrow model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.pipeline import dvc, image_folder, project_copy, ran_stages, run, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    data = image_folder(tmp_path_factory.mktemp("images"))
+    params = tiny_params(data)
+    proj = project_copy(tmp_path_factory.mktemp("proj") / "p", params)
+    out = dvc("repro", cwd=proj).stdout
+    assert ran_stages(out) == ["download", "lr_range_test", "train_onecycle", "evaluate"]
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "first run"], proj)
+    return proj, params
+
+
+def test_repro_writes_every_output(project):
+    proj, _ = project
+    for path in ["plots/lr_losses.csv", "metrics/max_lr.json", "plots/lr_range.png", "models/model.pt",
+                 "models/model.json", "plots/train_history.csv", "plots/training.png", "metrics/train.json",
+                 "metrics/eval.json", "plots/confusion.csv", "plots/confusion.png", "plots/misclassified.png"]:
+        assert (proj / path).is_file(), path
+    header = (proj / "plots/lr_losses.csv").read_text().splitlines()[0]
+    assert header == "iteration,lr,loss,smoothed_loss"
+    assert (proj / "plots/train_history.csv").read_text().splitlines()[0] == (
+        "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds")
+    eval_metrics = json.loads((proj / "metrics/eval.json").read_text())
+    assert eval_metrics["images"] == 50 and 0 <= eval_metrics["accuracy"] <= 100
+
+
+def test_second_repro_runs_nothing(project):
+    proj, _ = project
+    assert ran_stages(dvc("repro", cwd=proj).stdout) == []
+
+
+def test_only_the_stages_that_read_a_changed_param_rerun(project):
+    proj, params = project
+    try:
+        write_params(proj, params | {"evaluate": params["evaluate"] | {"tta": True}})
+        assert ran_stages(dvc("repro", cwd=proj).stdout) == ["evaluate"]
+        assert "tta" in json.loads((proj / "metrics/eval.json").read_text())
+        changed = params | {"evaluate": params["evaluate"] | {"tta": True},
+                            "train": params["train"] | {"epochs": 1}}
+        write_params(proj, changed)
+        assert ran_stages(dvc("repro", cwd=proj).stdout) == ["train_onecycle", "evaluate"]
+    finally:
+        write_params(proj, params)
+        dvc("repro", cwd=proj)  # back to the committed state for the other tests
+        run(["git", "checkout", "--", "."], proj)
+
+
+def test_metrics_params_and_plots_commands(project):
+    proj, params = project
+    shown = dvc("metrics", "show", cwd=proj).stdout
+    assert "metrics/eval.json" in shown and "accuracy" in shown
+    write_params(proj, params | {"train": params["train"] | {"weight_decay": 0.0}})
+    try:
+        assert "train.weight_decay" in dvc("params", "diff", cwd=proj).stdout
+        dvc("repro", cwd=proj)
+        assert "metrics/train.json" in dvc("metrics", "diff", cwd=proj).stdout
+    finally:
+        run(["git", "checkout", "--", "params.yaml"], proj)
+        dvc("repro", cwd=proj)
+    html_dir = proj / "plots_html"
+    dvc("plots", "show", "-o", str(html_dir), cwd=proj)
+    html = (html_dir / "index.html").read_text()
+    for name in ["LR range test", "Accuracy by epoch", "Loss by epoch", "One-cycle LR", "Confusion matrix",
+                 "lr_range.png", "training.png", "confusion.png", "misclassified.png"]:
+        assert name in html, name
+    assert '"type": "log"' in html or '"type":"log"' in html  # the range test's x axis
+
+
+def test_experiments_run_and_show(project):
+    proj, _ = project
+    dvc("exp", "run", "-S", "train.epochs=1", cwd=proj)
+    table = dvc("exp", "show", "--no-pager", "--csv", cwd=proj).stdout
+    header, *rows = table.splitlines()
+    assert "train.epochs" in header and "accuracy" in header
+    assert len(rows) >= 2
