@@ -226,6 +226,11 @@ def fit(
             model, optimizer, scheduler, scaler, runtime, loss_fn, train_loader, epoch, place
         )
         test_loss, correct, total = test_pass(model, test_loader, runtime)
+        if not math.isfinite(test_loss):
+            raise NonFiniteLoss(
+                f"the test loss became {test_loss} after epoch {epoch}, batch {len(train_loader) - 1} "
+                f"(last LR {lr:.4g}): the weights diverged; lower train.max_lr and rerun"
+            )
         if place.main:
             tqdm.write(
                 f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
