@@ -138,6 +138,7 @@ class TrainParams:
     compile: bool = False
     num_workers: int | Literal["auto"] = "auto"
     nproc_per_node: int = 1
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.max_lr != "auto":

@@ -250,6 +250,8 @@ def fit(
 def _wrap(net: nn.Module, tp: TrainParams, runtime: Runtime, place: Dist) -> nn.Module:
     model = net
     if place.world > 1:
+        if tp.sync_batchnorm and runtime.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same Parameter objects
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if tp.compile:
