@@ -23,11 +23,16 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# PATH: the stage commands in dvc.yaml call `python`, which must be the venv's.
 run: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Users' CI: the committed profile must reproduce repro/expected/ (also run by `make test`).
+repro-check: $(STAMP)
+	$(BIN)/python repro/check.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
