@@ -144,10 +144,11 @@ def _read_source(params: DataParams, cache_dir: Path, url: str, md5: str) -> _So
     if params.source == "archive":
         sha256 = _check_source_file(path, params.checksum, (CIFAR10_BINARY_MD5, CIFAR10_PYTHON_MD5))
         train, test, fmt = read_official(path)
-        return _Source(train, test, _info("archive", str(params.path), fmt, sha256))
-    sha256 = _check_source_file(path, params.checksum, ())
-    train, test, sha256_listing = read_folder(path, params.resize)
-    return _Source(train, test, _info("folder", str(params.path), "image-folder", sha256 or sha256_listing))
+    else:
+        sha256 = _check_source_file(path, params.checksum, ())
+        train, test = read_folder(path, params.resize)
+        fmt = "image-folder"
+    return _Source(train, test, _info(params.source, str(params.path), fmt, sha256 or folder_digest(path)))
 
 
 def _info(source: str, path: str, fmt: str, sha256: str) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def check_digests(what: str, digests: dict[str, str], accepted: Sequence[str]) -
 
 
 def _check_source_file(path: Path, checksum: str, published_md5s: Sequence[str]) -> str | None:
-    """Verify a local source file; return its sha256 (None for a folder, which has no file digest)."""
+    """Verify a local source file; return its sha256 (None for a folder: see `folder_digest`)."""
     if path.is_dir():
         if checksum not in ("auto", "none"):
             raise DataError(
@@ -598,11 +599,11 @@ def _python_classes(data: bytes, where: str) -> list[str]:
 # ----------------------------------------------------------------------------- image folders
 
 
-def read_folder(path: Path, resize: bool) -> tuple[Split, Split, str]:
-    """Train and test splits of an image-folder tree (folder or archive), and the sha256 of its listing.
+def read_folder(path: Path, resize: bool) -> tuple[Split, Split]:
+    """Train and test splits of an image-folder tree (a folder or an archive of one).
 
-    The listing digest covers every file's name and sha256, so it identifies a folder's content
-    the way a file digest identifies an archive.
+    Labels are indices into the sorted class folder names; images within a class follow their
+    file names, so the result does not depend on the order of a listing or an archive.
     """
     files, dirs = read_members(path, lambda name: True)
     dirs |= {parent for name in files for parent in _parents(name)}
@@ -626,7 +627,7 @@ def read_folder(path: Path, resize: bool) -> tuple[Split, Split, str]:
         counts = [len(per_split[split][cls]) for cls in classes]
         labels = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
         splits.append(Split(images[start:start + len(labels)], labels, classes))
-    return splits[0], splits[1], _listing_digest(files)
+    return splits[0], splits[1]
 
 
 def _parents(name: str) -> list[str]:
@@ -705,14 +706,21 @@ def decode_image(data: bytes, where: str, resize: bool) -> np.ndarray:
                 return np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
             return np.asarray(image)
     except UnidentifiedImageError:
-        raise DataError(f"{where} is not an image PIL can read: class folders must hold only images") from None
+        raise DataError(f"{where} is not an image PIL can read: remove it (class folders must hold only images)") from None
     except (OSError, Image.DecompressionBombError) as err:
         raise DataError(f"{where} is a damaged image ({err}): replace or remove it") from err
 
 
-def _listing_digest(files: dict[str, bytes]) -> str:
-    listing = "".join(f"{name}\t{hashlib.sha256(files[name]).hexdigest()}\n" for name in sorted(files))
-    return hashlib.sha256(listing.encode()).hexdigest()
+def folder_digest(root: Path) -> str:
+    """sha256 of a folder's listing: one "name<TAB>sha256 of content" line per non-hidden file, sorted.
+
+    It identifies a folder's content the way a file's digest identifies an archive.
+    """
+    names = sorted(
+        (Path(current) / name).relative_to(root).as_posix() for current, _, files in os.walk(root) for name in files
+    )
+    lines = [f"{name}\t{file_digests(root / name)['sha256']}\n" for name in names if not _hidden(name)]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- loading and subsets
