@@ -49,6 +49,12 @@ __all__ = [
 # Stop reasons recorded in SweepResult.stop_reason.
 COMPLETED = "completed"
 DIVERGED = "diverged"
+LOST = "back above its starting loss"
+
+# `stop_above_start` applies only once the smoothed loss has fallen this far (relative) below its
+# first value: a sweep must have learned something before "everything learned is lost" means
+# anything. On CIFAR-10 the fall is ~40% (2.9 -> 1.6-1.9).
+LEARNED_DROP = 0.1
 NON_FINITE = "non-finite loss"
 
 # Fewer finite points than this and no rule but `minimum` is attempted: with beta 0.98 the first
@@ -143,7 +149,9 @@ class SweepResult:
     """One row per batch trained: `lrs[i]` is the LR batch `iterations[i]` was trained WITH.
 
     stop_reason: 'completed' (all num_iter batches), 'diverged' (smoothed loss above
-    diverge_threshold x best_smoothed) or 'non-finite loss' (NaN or inf; that last row keeps its
+    diverge_threshold x best_smoothed), 'back above its starting loss' (with stop_above_start: the
+    smoothed loss fell at least LEARNED_DROP below its first value, then climbed back above it) or
+    'non-finite loss' (NaN or inf; that last row keeps its
     raw loss and has a NaN smoothed loss, so the rules drop it).
     stop_iteration: the iteration of the last row (num_iter - 1 when completed).
     best_smoothed: the lowest smoothed loss of the sweep (inf if the very first loss was non-finite).
@@ -174,6 +182,7 @@ def run_sweep(step: Callable[[int, float], float], params: LrRangeParams, progre
     ema = _Ema(params.smooth_beta)
     rows: dict[str, list] = {"iterations": [], "lrs": [], "losses": [], "smoothed": []}
     best = math.inf
+    start = math.nan  # the first smoothed loss: the untrained network's
     reason = COMPLETED
     with tqdm(total=params.num_iter, desc="lr range test", unit="batch", disable=not progress) as bar:
         for i, lr in enumerate(lrs.tolist()):
@@ -187,10 +196,16 @@ def run_sweep(step: Callable[[int, float], float], params: LrRangeParams, progre
                 reason = NON_FINITE
                 break
             best = min(best, smoothed)
+            start = smoothed if i == 0 else start
             bar.set_postfix_str(f"lr={lr:.3e} loss={smoothed:.4f}", refresh=False)
             # Cross-entropy is positive; a best <= 0 has no meaningful multiple, so no check there.
             if best > 0 and smoothed > params.diverge_threshold * best:
                 reason = DIVERGED
+                break
+            # A network with BatchNorm often does not explode 5x: its loss climbs to a plateau above
+            # chance instead (3.3 on CIFAR-10 against ln 10 = 2.3). Past the start, nothing is left to learn.
+            if params.stop_above_start and best < (1 - LEARNED_DROP) * start and smoothed > start:
+                reason = LOST
                 break
     return SweepResult(**rows, stop_reason=reason, stop_iteration=rows["iterations"][-1], best_smoothed=best)
 
@@ -228,13 +243,15 @@ def suggest_steepest(lrs: Sequence[float], losses: Sequence[float]) -> float:
     `steep` and Lightning's `_LRFinder.suggestion`. Here the slope is d loss / d ln(lr) by
     central differences (`np.gradient` with the log LRs as coordinates, so linear sweeps work
     too), after trimming int(0.1 * n) points at the start and min(5, n // 10) at the end (n: the
-    finite points). Fallback when no trimmed slope is negative.
+    finite points), and only up to the smoothed minimum: past it the loss is exploding, and a
+    falling stretch there (the loss settling at a high plateau after the explosion, as on the
+    real CIFAR-10 sweep) is no place to train. Fallback when no such slope is negative.
     """
     x, y = _prepare(lrs, losses, "steepest")
     if len(x) < MIN_POINTS or _is_flat(y):
         return _fallback(x, y, "steepest", _why_unreadable(y))
     start = int(STEEPEST_SKIP_START_FRACTION * len(x))
-    end = len(x) - min(STEEPEST_SKIP_END, len(x) // 10)
+    end = min(len(x) - min(STEEPEST_SKIP_END, len(x) // 10), int(np.argmin(y)) + 1)
     log_x, window = np.log(x[start:end]), y[start:end]
     distinct = np.concatenate([[True], np.diff(log_x) > 0])  # np.gradient needs distinct coordinates
     log_x, window, kept = log_x[distinct], window[distinct], x[start:end][distinct]

@@ -97,6 +97,7 @@ class LrRangeParams:
     step_mode: Literal["exp", "linear"] = "exp"
     smooth_beta: float = 0.98
     diverge_threshold: float = 5.0
+    stop_above_start: bool = True
     method: Literal["spike", "steepest", "valley", "minimum"] = "spike"
 
     def __post_init__(self) -> None:

@@ -40,11 +40,11 @@ def history(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    folder = image_folder(tmp_path / "images", n_train=400, n_test=50)
+    folder = image_folder(tmp_path / "images", n_train=1000, n_test=50)
     prepared = tmp_path / "prepared"
     prepare(DataParams(source="folder", path=str(folder)), prepared, 0)
     raw = tiny_params(folder)
-    raw["train"].update(epochs=2, batch_size=16)
+    raw["train"].update(epochs=3, batch_size=16)  # 63 steps an epoch: about a second or more
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     (tmp_path / "max_lr.json").write_text('{"max_lr": 0.05}')
@@ -58,10 +58,10 @@ def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.2)  # into epoch 1: the checkpoint is written after epoch 0's test pass
     assert proc.poll() is None, "training finished before it could be killed: make the run longer"
-    time.sleep(0.5)  # into epoch 1
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     assert len(torch.load(ckpt, weights_only=True)["history"]) == 1
     assert not (tmp_path / "killed" / "model.pt").exists()
 

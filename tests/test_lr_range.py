@@ -130,6 +130,27 @@ def test_divergence_stops_at_the_first_smoothed_loss_over_threshold_and_calls_no
     assert result.best_smoothed == 1.0
 
 
+def test_a_loss_back_above_its_start_stops_the_sweep():
+    # BatchNorm networks plateau above chance instead of exploding 5x: 3.0 -> 1.8 -> 3.3 flat.
+    losses = [3.0 - 0.1 * i for i in range(13)] + [1.8 + 0.3 * i for i in range(6)] + [3.3] * 20
+    params = LrRangeParams(num_iter=len(losses), smooth_beta=0.0)
+    step = Recorder(lambda i, lr: losses[i])
+    result = run_sweep(step, params, progress=False)
+    assert result.stop_reason == "back above its starting loss"
+    assert result.stop_iteration == 18  # 1.8 + 0.3 * 5 = 3.3 > 3.0 (index 13 + 5), the first above the start
+    assert len(step.calls) == 19
+    off = run_sweep(lambda i, lr: losses[i], LrRangeParams(num_iter=len(losses), smooth_beta=0.0,
+                                                           stop_above_start=False), progress=False)
+    assert off.stop_reason == "completed"
+
+
+def test_a_sweep_that_never_learned_is_not_stopped_for_exceeding_its_start():
+    # noise around a flat 2.3: the loss never fell 10%, so rising above the first value means nothing
+    losses = [2.3, 2.25, 2.35, 2.28, 2.4, 2.31] * 5
+    params = LrRangeParams(num_iter=len(losses), smooth_beta=0.0)
+    assert run_sweep(lambda i, lr: losses[i], params, progress=False).stop_reason == "completed"
+
+
 def test_divergence_uses_the_smoothed_loss():
     # one raw outlier of 6x the best does not stop a sweep smoothed at beta 0.9
     losses = [1.0] * 20 + [6.0] + [1.0] * 9
@@ -178,7 +199,7 @@ def test_sweep_of_a_tiny_torch_model_records_the_optimizer_lr():
     params = LrRangeParams(start_lr=1e-3, end_lr=1e3, num_iter=60, smooth_beta=0.9)
     result = run_sweep(step, params, progress=False)
     assert result.lrs == used
-    assert result.stop_reason in ("diverged", "non-finite loss")  # LR 1e3 blows a linear model up
+    assert result.stop_reason in ("diverged", "non-finite loss", "back above its starting loss")  # LR 1e3 blows it up
     assert result.best_smoothed < result.smoothed[0]  # it learned before it blew up
 
 
@@ -331,7 +352,7 @@ def test_spike_on_reference_like_curve(seed):
     rng = np.random.default_rng(seed)
     result = run_sweep(lambda i, lr: reference_like_loss(lr, rng), LrRangeParams(), progress=False)
     # the reference's sweep ended near LR 0.084, around iteration 307 of 391
-    assert result.stop_reason == "diverged"
+    assert result.stop_reason in ("diverged", "back above its starting loss")
     assert 290 <= result.stop_iteration <= 330
     picks = suggest_all(result.lrs, result.smoothed)
     # documented range: the reference picked ~0.08 by eye where the loss spikes up
