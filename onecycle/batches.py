@@ -125,9 +125,12 @@ class EpochLoader:
 
     def _tensor_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(device=self.runtime.device)
-        for b, idx in enumerate(batches):
+        # One host-to-device copy of the epoch's order, then slices of it: no copy per step.
+        order = torch.from_numpy(np.concatenate(batches)).to(self.runtime.device)
+        bounds = np.cumsum([0] + [len(idx) for idx in batches])
+        for b in range(len(batches)):
             generator.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
-            index = torch.from_numpy(idx).to(self.runtime.device, non_blocking=True)
+            index = order[bounds[b] : bounds[b + 1]]
             x = self.tensor_aug(self.device_images[index], generator)
             yield self.runtime.to_input(x), self.device_labels[index]
 

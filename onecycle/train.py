@@ -302,7 +302,7 @@ def _train_epoch(model, optimizer, scheduler, scaler, runtime, loss_fn, loader, 
                     "lower train.max_lr (or pick it with another lr_range_test.method) and rerun"
                 )
             bar.set_description(
-                f"Epoch={epoch} LR={lrs[-1]:.6f} Loss={batch_loss:.4f} batch_id={b} "
+                f"Epoch={epoch} LR={lrs[-1]:.6g} Loss={batch_loss:.4f} batch_id={b} "
                 f"Accuracy={100.0 * correct.item() / seen:.2f}%",
                 refresh=False,
             )
