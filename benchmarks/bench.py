@@ -27,7 +27,7 @@ import yaml
 from onecycle import augment
 from onecycle.device import Runtime, runtime
 from onecycle.model import build_model
-from onecycle.params import load_params, to_dict
+from onecycle.params import TrainParams, load_params
 from onecycle.train import build_optimizer, train_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +35,12 @@ TRAIN_GFLOP_PER_IMAGE = 2.3  # SPEC.md: forward 0.76 GFLOP, forward + backward a
 BATCH = 128
 
 
-def step_rate(rt: Runtime, width: int, compile_model: bool, steps: int) -> float:
+def step_rate(rt: Runtime, tp: TrainParams, width: int, compile_model: bool, steps: int) -> float:
     """Images per second of the bare training step on one synthetic batch (no data path)."""
     torch.manual_seed(0)
     model = rt.prepare_model(build_model(width))
-    tp = load_params(ROOT / "params.yaml").train
     optimizer = build_optimizer(model, tp, 0.01)
-    net = torch.compile(model) if compile_model else model
+    net = torch.compile(model, dynamic=False) if compile_model else model
     scaler, loss_fn = rt.grad_scaler(), torch.nn.CrossEntropyLoss()
     x = rt.to_input(torch.randn(BATCH, 3, 32, 32))
     y = torch.randint(0, 10, (BATCH,), device=rt.device)
@@ -112,9 +111,9 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
 
     rows = []
-    r1 = step_rate(base, params.model.width, False, args.steps)
+    r1 = step_rate(base, tp, params.model.width, False, args.steps)
     rows.append(("(1) step, fp32 eager NCHW (baseline)", r1))
-    r2 = step_rate(rt, params.model.width, tp.compile, args.steps)
+    r2 = step_rate(rt, tp, params.model.width, tp.compile, args.steps)
     rows.append((f"(2) step as configured: {rt.precision}, channels_last={rt.channels_last}, compile={tp.compile}", r2))
     for name, rate in augment_rates(params.augment, rt.device).items():
         rows.append((f"(3) augmentation alone, {name} backend", rate))

@@ -26,6 +26,8 @@ tuples.
 
 from __future__ import annotations
 
+import functools
+
 import difflib
 import inspect
 import logging
@@ -235,12 +237,22 @@ def resolve_backend(aug_backend: str, device_type: str, *, train: Sequence[dict]
     return "tensor"
 
 
-def validate(aug: AugmentParams) -> None:
-    """Build the pipeline once (and the tensor one for backend 'tensor') so a bad recipe fails
-    before any work, with an AugmentError naming the transform."""
+def validate(aug: AugmentParams, backend: str | None = None, image_shape: tuple[int, int, int] = (32, 32, 3)) -> None:
+    """Build the pipeline (and the tensor one for backend 'tensor') and run it once on a blank
+    image, so a bad recipe fails before any work with an AugmentError naming the problem: an
+    unknown transform or argument, a crop larger than the image, a recipe that changes the size."""
     pipeline = build_albumentations(aug, seed=0)
-    if aug.backend == "tensor":
+    if (backend or aug.backend) == "tensor":
         _tensor_ops(pipeline)
+    try:
+        out = pipeline(image=np.zeros(image_shape, np.uint8))["image"]
+    except Exception as err:  # albumentations raises its own errors (CropSizeError, ValueError...)
+        raise AugmentError(f"augment.train fails on a {image_shape[0]}x{image_shape[1]} image: {err} ({FIX_HINT})") from err
+    if out.shape != image_shape:
+        raise AugmentError(
+            f"augment.train turns {image_shape[0]}x{image_shape[1]} images into {out.shape[0]}x{out.shape[1]}: "
+            f"the network needs {image_shape[0]}x{image_shape[1]} ({FIX_HINT})"
+        )
 
 
 # ----------------------------------------------------------------------------- tensor backend
@@ -257,10 +269,11 @@ def normalize_batch(
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     _check_uint8_nhwc(images)
-    shift = torch.tensor(mean, dtype=torch.float32, device=images.device) * 255.0
-    scale = torch.reciprocal(torch.tensor(std, dtype=torch.float32, device=images.device) * 255.0)
-    out = (images.permute(0, 3, 1, 2).float() - shift[:, None, None]) * scale[:, None, None]
-    return out.contiguous()
+    shift = _constant(tuple(float(m) * 255.0 for m in mean), images.device, torch.float32)
+    scale = torch.reciprocal(_constant(tuple(float(s) * 255.0 for s in std), images.device, torch.float32))
+    # permute() of NHWC is an NCHW view with channels-last strides; float() keeps them, so the
+    # result is already in the layout a channels-last model wants (no extra copy).
+    return (images.permute(0, 3, 1, 2).float() - shift[:, None, None]) * scale[:, None, None]
 
 
 class TensorAugment:
@@ -467,7 +480,15 @@ def _fill_values(fill: Any, where: str) -> tuple[float, ...]:
 def _fill_tensor(values: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     if len(values) not in (1, x.shape[-1]):
         raise AugmentError(f"fill has {len(values)} values for images with {x.shape[-1]} channels ({FIX_HINT})")
-    return torch.tensor(values, device=x.device).to(x.dtype)  # truncates like np.array(fill, dtype=uint8)
+    return _constant(values, x.device, x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor, made once per device: torch.tensor() on CUDA is a host-to-device
+    copy that blocks, and the step loop must not wait on the host. Cast to `dtype` truncates like
+    np.array(fill, dtype=uint8)."""
+    return torch.tensor(values, device=device).to(dtype)
 
 
 def _require(ok: bool, where: str, problem: str) -> None:

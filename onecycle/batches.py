@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from onecycle import augment
-from onecycle.data import Split
+from onecycle.data import DataError, Split
 from onecycle.device import Runtime
 from onecycle.params import AugmentParams
 
@@ -73,20 +73,27 @@ class EpochLoader:
         world: int = 1,
         num_workers: int = 0,
     ) -> None:
-        if len(split.labels) < world:
-            raise ValueError(f"{len(split.labels)} images cannot be shared among {world} processes")
+        if len(split.labels) < world or batch_size < world:
+            raise DataError(
+                f"{len(split.labels)} images in batches of {batch_size} cannot be shared among {world} processes: "
+                "use more images, a larger train.batch_size or fewer processes"
+            )
         self.split, self.batch_size, self.aug, self.runtime = split, batch_size, aug, runtime
         self.seed, self.train, self.rank, self.world = seed, train, rank, world
         self.backend = backend if train else "normalize"
         self.num_workers = num_workers
+        self._workers: torch.utils.data.DataLoader | None = None
         self.slices = batch_slices(len(split.labels), batch_size)
         if world > 1 and (len(split.labels) % batch_size) and (len(split.labels) % batch_size) < world:
             self.slices = self.slices[:-1]  # a last global batch smaller than the process count cannot be split
         self.labels = torch.from_numpy(split.labels)
-        if self.backend == "tensor":
-            # The whole prepared split lives on the device (150 MB for CIFAR-10 train as uint8).
+        # On a GPU the whole prepared split lives there as uint8 (150 MB for CIFAR-10 train):
+        # batches are gathered, augmented and normalised on the device, with no copy per step.
+        self.resident = self.backend == "tensor" or (self.backend == "normalize" and runtime.device.type == "cuda")
+        if self.resident:
             self.device_images = torch.from_numpy(split.images).to(runtime.device)
             self.device_labels = self.labels.to(runtime.device)
+        if self.backend == "tensor":
             self.tensor_aug = augment.TensorAugment(aug)
         elif self.backend == "albumentations":
             self.albu = augment.AlbumentationsBatch(aug, seed)
@@ -103,8 +110,8 @@ class EpochLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(len(self.split.labels), self.seed, epoch, shuffle=self.train)
         batches = [shard(order[s], self.rank, self.world) for s in self.slices]
-        if self.backend == "tensor":
-            yield from self._tensor_batches(epoch, batches)
+        if self.resident:
+            yield from self._device_batches(epoch, batches)
         elif self.num_workers > 0:
             yield from self._worker_batches(epoch, batches)
         else:
@@ -123,38 +130,63 @@ class EpochLoader:
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.runtime.to_input(x), y.to(self.runtime.device, non_blocking=True)
 
-    def _tensor_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.runtime.device)
+    def _device_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(device=self.runtime.device) if self.backend == "tensor" else None
         # One host-to-device copy of the epoch's order, then slices of it: no copy per step.
         order = torch.from_numpy(np.concatenate(batches)).to(self.runtime.device)
         bounds = np.cumsum([0] + [len(idx) for idx in batches])
         for b in range(len(batches)):
-            generator.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
+            if generator is not None:
+                generator.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
             index = order[bounds[b] : bounds[b + 1]]
-            x = self.tensor_aug(self.device_images[index], generator)
+            if self.backend == "tensor":
+                x = self.tensor_aug(self.device_images[index], generator)
+            else:
+                x = augment.normalize_batch(self.device_images[index], self.aug.mean, self.aug.std)
             yield self.runtime.to_input(x), self.device_labels[index]
 
     def _worker_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        dataset = _Batches(self, epoch, batches)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,  # each item is already a whole batch
-            num_workers=self.num_workers,
-            pin_memory=self.runtime.device.type == "cuda",
-            prefetch_factor=4,
-        )
-        for x, y in loader:
+        if self._workers is None:
+            # Created once and kept (persistent workers): starting processes every epoch costs seconds.
+            self._sampler = _EpochSampler(len(batches))
+            self._workers = torch.utils.data.DataLoader(
+                _Batches(self),
+                batch_size=None,  # each item is already a whole batch
+                sampler=self._sampler,
+                num_workers=self.num_workers,
+                pin_memory=self.runtime.device.type == "cuda",
+                prefetch_factor=4,
+                persistent_workers=True,
+            )
+        self._sampler.epoch = epoch
+        for x, y in self._workers:
             yield self._to_device(x, y)
+
+    def batch_indices(self, epoch: int, b: int) -> np.ndarray:
+        """This rank's images of global batch b of `epoch` (what a worker process recomputes)."""
+        order = epoch_order(len(self.split.labels), self.seed, epoch, shuffle=self.train)
+        return shard(order[self.slices[b]], self.rank, self.world)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, batch) keys in the main process; the workers build the batches."""
+
+    def __init__(self, num_batches: int) -> None:
+        self.num_batches, self.epoch = num_batches, 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, b) for b in range(self.num_batches)])
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batch b of one epoch, built in a worker process (each batch seeds its own draws)."""
+    """Batch (epoch, b), built in a worker process; each batch seeds its own draws."""
 
-    def __init__(self, loader: EpochLoader, epoch: int, batches: list[np.ndarray]) -> None:
-        self.loader, self.epoch, self.batches = loader, epoch, batches
+    def __init__(self, loader: EpochLoader) -> None:
+        self.loader = loader
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loader._cpu_batch(self.epoch, b, self.batches[b])
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, b = key
+        return self.loader._cpu_batch(epoch, b, self.loader.batch_indices(epoch, b))

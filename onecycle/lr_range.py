@@ -252,6 +252,8 @@ def suggest_steepest(lrs: Sequence[float], losses: Sequence[float]) -> float:
         return _fallback(x, y, "steepest", _why_unreadable(y))
     start = int(STEEPEST_SKIP_START_FRACTION * len(x))
     end = min(len(x) - min(STEEPEST_SKIP_END, len(x) // 10), int(np.argmin(y)) + 1)
+    if end - start < 3:
+        return _fallback(x, y, "steepest", "fewer than 3 points lie between the trimmed start and the minimum")
     log_x, window = np.log(x[start:end]), y[start:end]
     distinct = np.concatenate([[True], np.diff(log_x) > 0])  # np.gradient needs distinct coordinates
     log_x, window, kept = log_x[distinct], window[distinct], x[start:end][distinct]

@@ -165,6 +165,11 @@ class TrainParams:
         if self.num_workers != "auto" and self.num_workers < 0:
             raise ParamsError(f"train.num_workers must be 'auto' or >= 0, got {self.num_workers}")
         _positive("train.nproc_per_node", self.nproc_per_node)
+        if self.batch_size < self.nproc_per_node:
+            raise ParamsError(
+                f"train.batch_size ({self.batch_size}) is global and must be at least train.nproc_per_node "
+                f"({self.nproc_per_node}): every process needs images in every step"
+            )
 
 
 @dataclass(frozen=True)

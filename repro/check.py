@@ -99,14 +99,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="onecycle-repro-") as tmp:
         from onecycle.synthetic import image_folder
 
-        profile = (HERE / "params.yaml").read_text().replace("GENERATED", str(Path(tmp) / "images"))
-        image_folder(Path(tmp) / "images", n_train=400, n_test=100)
-        project = project_copy(Path(tmp) / "project", profile)
+        images = str(Path(tmp) / "images")
+        profile = (HERE / "params.yaml").read_text().replace("GENERATED", images)
+        expected_params = (HERE / "expected" / "params.yaml")
+        image_folder(Path(images), n_train=400, n_test=100)
+        # First commit: the params the expected metrics were made with; then the profile as it is
+        # now, so `dvc params diff` shows what a change did to the profile itself.
+        baseline = expected_params.read_text().replace("GENERATED", images) if expected_params.is_file() else profile
+        project = project_copy(Path(tmp) / "project", baseline)
+        (project / "params.yaml").write_text(profile)
+        params_diff = dvc("params", "diff", cwd=project, check=False).stdout
         print("running the pipeline on the repro profile (repro/params.yaml) ...", flush=True)
         dvc("repro", cwd=project)
         if args.update:
             for name in METRICS:
                 shutil.copy2(project / name, HERE / "expected" / Path(name).name)
+            shutil.copy2(HERE / "params.yaml", expected_params)
             print(f"updated {HERE / 'expected'}")
             return 0
         failed = False
@@ -120,9 +128,8 @@ def main() -> int:
                 print(f"{'Metric':45} {'Expected':>22} {'Actual':>22}")
                 for key, a, b in rows:
                     print(f"{key:45} {a!s:>22} {b!s:>22}")
-        print("\ndvc params diff (the profile against the project's params.yaml):")
-        (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-        print(dvc("params", "diff", cwd=project, check=False).stdout or "(none)")
+        print("\ndvc params diff (repro/expected/params.yaml -> repro/params.yaml):")
+        print(params_diff or "(no change)")
         if failed:
             print("REPRODUCTION CHECK FAILED: metrics differ (see above). If the change is intended, "
                   "run `python repro/check.py --update` and commit repro/expected/.")

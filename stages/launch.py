@@ -7,9 +7,9 @@ One process per GPU on this machine; for several machines call torchrun yourself
 
 from __future__ import annotations
 
+import argparse
 import os
 import runpy
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,15 +21,18 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python stages/launch.py STAGE_SCRIPT [args...]")
     script, rest = sys.argv[1], sys.argv[2:]
-    params_path = Path(rest[rest.index("--params") + 1]) if "--params" in rest else Path("params.yaml")
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--params", type=Path, default=Path("params.yaml"))
+    params_path = finder.parse_known_args(rest)[0].params
     try:
         nproc = load_params(params_path).train.nproc_per_node
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-        os.execv(torchrun, [torchrun, "--standalone", f"--nproc-per-node={nproc}", script, *rest])
+        # torch.distributed.run is torchrun, from this interpreter's own torch (not whatever is on PATH)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script]
+        os.execv(sys.executable, [*cmd, *rest])
     sys.argv = [script, *rest]
     runpy.run_path(script, run_name="__main__")
 

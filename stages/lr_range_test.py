@@ -14,18 +14,16 @@ import math
 import warnings
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from onecycle import io, lr_range, plots
-from onecycle.augment import resolve_backend
+from onecycle.augment import resolve_backend, validate
 from onecycle.batches import EpochLoader
 from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import runtime
-from onecycle.model import build_model
 from onecycle.params import load_params, to_dict
-from onecycle.train import NonFiniteLoss, build_optimizer, train_batch
+from onecycle.train import NonFiniteLoss, init_training, train_batch
 
 log = logging.getLogger("lr_range_test")
 
@@ -45,13 +43,10 @@ def range_test(args) -> None:
     lp, tp = params.lr_range_test, params.train
     rt = runtime(tp.device, tp.precision, tp.channels_last)
     split = load_split(args.data, "train", params.data.train_samples, params.seed)
-    backend = resolve_backend(params.augment.backend, rt.device.type)
+    backend = resolve_backend(params.augment.backend, rt.device.type, train=params.augment.train)
+    validate(params.augment, backend)
     loader = EpochLoader(split, tp.batch_size, params.augment, backend, rt, params.seed, train=True)
-
-    torch.manual_seed(params.seed)  # the same initial weights train_onecycle starts from
-    model = rt.prepare_model(build_model(params.model.width, len(split.classes)))
-    optimizer = build_optimizer(model, tp, lp.start_lr)
-    scaler = rt.grad_scaler()
+    model, optimizer, scaler = init_training(params, rt, len(split.classes), lp.start_lr)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
     batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
     log.info("LR range test: %g to %g (%s) over %d batches of %d on %s, %s", lp.start_lr, lp.end_lr,

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 from onecycle import io, plots
-from onecycle.augment import resolve_backend
+from onecycle.augment import resolve_backend, validate
 from onecycle.batches import EpochLoader
 from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
-from onecycle.device import runtime
+from onecycle.device import data_workers, runtime
 from onecycle.distributed import barrier, process_group
 from onecycle.params import load_params, to_dict
 from onecycle.train import fit
@@ -43,14 +43,16 @@ def train(args) -> None:
     max_lr = io.read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
     with process_group(tp.device) as place:
         rt = runtime(tp.device, tp.precision, tp.channels_last, place.local_rank)
-        backend = resolve_backend(params.augment.backend, rt.device.type)
+        backend = resolve_backend(params.augment.backend, rt.device.type, train=params.augment.train)
+        validate(params.augment, backend)
         train_split = load_split(args.data, "train", params.data.train_samples, params.seed)
         test_split = load_split(args.data, "test", params.data.test_samples, params.seed)
-        workers = (8 if rt.device.type == "cuda" else 0) if tp.num_workers == "auto" else tp.num_workers
+        workers = data_workers(tp.num_workers, rt.device) if backend == "albumentations" else 0
         common = dict(runtime=rt, seed=params.seed, rank=place.rank, world=place.world)
         train_loader = EpochLoader(train_split, tp.batch_size, params.augment, backend, train=True,
-                                   num_workers=workers if backend == "albumentations" else 0, **common)
-        test_loader = EpochLoader(test_split, params.evaluate.batch_size, params.augment, backend, train=False, **common)
+                                   num_workers=workers, **common)
+        # The per-epoch test pass: batch size only sets memory (BatchNorm is in eval mode).
+        test_loader = EpochLoader(test_split, tp.batch_size, params.augment, backend, train=False, **common)
         if place.main:
             log.info("device %s, precision %s, channels_last %s, augmentation %s, max_lr %.4g, %d processes",
                      rt.device, rt.precision, rt.channels_last, backend, max_lr, place.world)
@@ -68,7 +70,9 @@ def write_outputs(args, params, max_lr, classes, result, seconds, rt) -> None:
     io.save_torch(args.model, state)
     io.write_json(args.model.with_suffix(".json"), {
         "architecture": "ResNet9", "width": params.model.width, "classes": list(classes),
-        "max_lr": max_lr, "device": str(rt.device), "precision": rt.precision, "params": to_dict(params),
+        "max_lr": max_lr, "device": str(rt.device), "precision": rt.precision,
+        # only what this stage reads (dvc.yaml), so the file never disagrees with its own cache key
+        "params": {k: v for k, v in to_dict(params).items() if k in ("seed", "data", "model", "augment", "train")},
     })
     rows = [[h.epoch, h.lr, h.train_loss, h.train_acc, h.test_loss, h.test_acc, h.seconds] for h in result.history]
     io.write_csv(args.history, ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"], rows)

@@ -55,7 +55,7 @@ def test_default_recipe_output_shape_and_dtype(aug):
 
     images = _images(5)
     for batch in (AlbumentationsBatch(aug, seed=1)(images), TensorAugment(aug, seed=1)(torch.from_numpy(images))):
-        assert batch.shape == (5, 3, 32, 32) and batch.dtype == torch.float32 and batch.is_contiguous()
+        assert batch.shape == (5, 3, 32, 32) and batch.dtype == torch.float32
 
 
 def test_seeded_draws_are_reproducible(aug):
@@ -146,7 +146,7 @@ def test_normalize_batch_equals_albumentations_normalize(aug):
     expected = np.stack([normalize(image=im)["image"] for im in images]).transpose(0, 3, 1, 2)
     for given in (images, torch.from_numpy(images)):
         out = normalize_batch(given, aug.mean, aug.std)
-        assert out.dtype == torch.float32 and out.is_contiguous()
+        assert out.dtype == torch.float32
         np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-5)
 
 
@@ -304,3 +304,15 @@ def test_backends_draw_from_the_same_distribution(aug):
     # mean image, pixel by pixel (3072 comparisons: 5.5 sigma keeps the family's false alarms < 1e-4)
     z = (alb_mean - ten_mean) / np.sqrt((alb_var + ten_var) / n)
     assert np.abs(z).max() < 5.5
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [({"RandomCrop": {"height": 36, "width": 36}}, ["fails on a 32x32 image"]),
+     ({"Resize": {"height": 64, "width": 64}}, ["into 64x64", "needs 32x32"])],
+)
+def test_validate_runs_the_recipe_once_on_a_blank_image(item, words):
+    with pytest.raises(AugmentError) as err:
+        validate(_recipe(item, backend="albumentations"))
+    for word in words:
+        assert word in str(err.value)

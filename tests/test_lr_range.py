@@ -376,3 +376,11 @@ def test_plot_lr_range_writes_a_png(tmp_path):
     assert (tmp_path / "lr_range.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_lr_range(lrs, [2.0] * 100, [2.0] * 100, {}, "spike", tmp_path / "flat.png")  # nothing to clip
     assert (tmp_path / "flat.png").stat().st_size > 0
+
+
+def test_steepest_falls_back_when_the_minimum_comes_within_the_trimmed_start():
+    lrs = lr_sequence(1e-5, 1.0, 200, "exp")
+    losses = np.concatenate([np.linspace(3.0, 2.0, 15), np.linspace(2.0, 4.0, 185)])  # minimum at index 14
+    with pytest.warns(LrSuggestionWarning, match="steepest"):
+        pick = suggest(lrs, losses, "steepest")
+    assert pick == pytest.approx(lrs[14] / 10)

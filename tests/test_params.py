@@ -68,6 +68,7 @@ def test_round_trip_of_resolved_params():
         (lambda d: d["augment"].update(mean=[0.5, 0.5]), ["augment.mean", "3 values"]),
         (lambda d: d["augment"].update(train=["HorizontalFlip"]), ["augment.train[0]"]),
         (lambda d: d["evaluate"].update(batch_size=-1), ["evaluate.batch_size"]),
+        (lambda d: d["train"].update(batch_size=4, nproc_per_node=8), ["train.batch_size", "nproc_per_node"]),
         (lambda d: d.update(train=[1, 2]), ["train must be a mapping"]),
     ],
 )
