@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -46,9 +47,13 @@ def test_learns_and_logs_reference_format(capsys):
     assert [h.epoch for h in result.history] == [0, 1, 2, 3]
     assert result.history[-1].test_acc > 50.0  # chance is 10%
     assert result.images_per_second > 0
-    err = capsys.readouterr().err
-    assert "Epoch=3 LR=" in err and "batch_id=9 Accuracy=" in err
-    assert "Test set: Average loss: " in capsys.readouterr().out + err or True
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    # the reference's two lines per epoch: the bar's description, then the test line
+    assert re.search(r"Epoch=3 LR=[0-9.e-]+ Loss=\d+\.\d{4} batch_id=9 Accuracy=\d+\.\d{2}%: 100%", log)
+    tests = re.findall(r"Test set: Average loss: \d+\.\d{4}, Accuracy: (\d+)/100 \((\d+\.\d{2})%\)", log)
+    assert len(tests) == 4
+    assert float(tests[-1][1]) == pytest.approx(result.history[-1].test_acc, abs=0.005)
 
 
 def test_same_params_same_numbers():
