@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: stages run headless, on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from onecycle import io  # noqa: E402
 
@@ -39,6 +40,7 @@ def plot_training(history, path: str | Path) -> None:
         ax.legend()
     for ax in (acc, loss, lr):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
     save_figure(fig, path)
 
 
@@ -74,6 +76,7 @@ def plot_mistakes(images, actual: list[str], predicted: list[str], confidence, p
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes (actual → predicted)")
+    fig.tight_layout()
     save_figure(fig, path)
 
 

@@ -86,6 +86,15 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temp file left
 
 
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 def test_json_outputs_refuse_nan(tmp_path):
     with pytest.raises(ValueError):
         io.write_json(tmp_path / "m.json", {"loss": float("nan")})
