@@ -215,25 +215,23 @@ def _describe_error(err: Exception) -> str:
 # ----------------------------------------------------------------------------- choosing, validating
 
 
-def resolve_backend(aug_backend: str, device_type: str, *, train: Sequence[dict] = ()) -> str:
-    """'albumentations' or 'tensor' for `augment.backend` on a device of type `device_type`.
+def resolve_backend(aug_backend: str, train: Sequence[dict]) -> str:
+    """'albumentations' or 'tensor' for `augment.backend` and the recipe `train`.
 
-    'auto' is 'tensor' on cuda (the per-image CPU pipeline would starve the GPU) and
-    'albumentations' elsewhere. Given the recipe (`train`), 'auto' on cuda falls back to
-    'albumentations' when the tensor backend cannot run it.
+    'auto' is 'tensor' whenever the recipe is one the tensor backend runs (pad-crop, flip,
+    cutout), on every device: on a GPU the per-image CPU pipeline would starve it, and on the
+    CPU the batched version is ~3x faster and leaves the cores to the step (benchmarks/RESULTS.md).
+    Any other recipe falls back to 'albumentations'.
     """
     if aug_backend in BACKENDS:
         return aug_backend
     if aug_backend != "auto":
         raise AugmentError(f"augment.backend must be auto, {' or '.join(BACKENDS)}; got {aug_backend!r}")
-    if device_type != "cuda":
+    try:
+        _tensor_ops(build_albumentations(AugmentParams(train=tuple(train)), seed=0))
+    except AugmentError as err:
+        log.warning("augment.backend auto: using albumentations because %s", err)
         return "albumentations"
-    if train:
-        try:
-            _tensor_ops(build_albumentations(AugmentParams(train=tuple(train)), seed=0))
-        except AugmentError as err:
-            log.warning("augment.backend auto: using albumentations on cuda because %s", err)
-            return "albumentations"
     return "tensor"
 
 

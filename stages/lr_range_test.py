@@ -43,7 +43,7 @@ def range_test(args) -> None:
     lp, tp = params.lr_range_test, params.train
     rt = runtime(tp.device, tp.precision, tp.channels_last)
     split = load_split(args.data, "train", params.data.train_samples, params.seed)
-    backend = resolve_backend(params.augment.backend, rt.device.type, train=params.augment.train)
+    backend = resolve_backend(params.augment.backend, params.augment.train)
     validate(params.augment, backend)
     loader = EpochLoader(split, tp.batch_size, params.augment, backend, rt, params.seed, train=True)
     model, optimizer, scaler = init_training(params, rt, len(split.classes), lp.start_lr)

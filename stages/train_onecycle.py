@@ -43,7 +43,7 @@ def train(args) -> None:
     max_lr = io.read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
     with process_group(tp.device) as place:
         rt = runtime(tp.device, tp.precision, tp.channels_last, place.local_rank)
-        backend = resolve_backend(params.augment.backend, rt.device.type, train=params.augment.train)
+        backend = resolve_backend(params.augment.backend, params.augment.train)
         validate(params.augment, backend)
         train_split = load_split(args.data, "train", params.data.train_samples, params.seed)
         test_split = load_split(args.data, "test", params.data.test_samples, params.seed)
