@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu.sh                    # on the GPU machine (data at datasets/cifar10-jpeg.tar.xz)
 #   GPU_SH_TINY=1 bash benchmarks/gpu.sh      # here, on the CPU: a tiny setting that checks the script
 #
-# The GPU machine has no internet and no albumentations/dvc: if .whl/ holds wheels (see README,
-# "Running on a lent GPU"), they are installed to /tmp/site first. Prints the training time, the
+# The GPU machine has no internet and no albumentations: if .whl/ holds the wheels that
+# benchmarks/fetch_gpu_wheels.sh fetched, they are installed to /tmp/site first. Prints the training time, the
 # test accuracy and the achieved TFLOP/s (2.3 GFLOP per training image, SPEC.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
