@@ -64,6 +64,19 @@ class FitResult:
         return self.train_images * len(self.history) / self.train_seconds if self.train_seconds else 0.0
 
 
+@dataclass
+class Training:
+    """What one optimizer step needs: the network (bare and as called), its optimizer and schedule."""
+
+    net: nn.Module  # the bare network: what is saved and loaded
+    model: nn.Module  # what is called: net, or net wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    runtime: Runtime
+    loss_fn: nn.Module
+
+
 @dataclass(frozen=True)
 class Dist:
     """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
@@ -157,12 +170,19 @@ def test_pass(model: nn.Module, loader: EpochLoader, runtime: Runtime) -> tuple[
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         total += len(labels)
-    stats = torch.stack([loss_sum, correct.double(), torch.tensor(float(total), device=device, dtype=torch.float64)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(stats)
-    loss_sum, correct_f, total_f = stats.tolist()
+    loss_sum, correct_f, total_f = _summed_over_ranks(loss_sum, correct, total)
     model.train()
     return loss_sum / total_f, int(correct_f), int(total_f)
+
+
+def _summed_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> tuple[float, float, float]:
+    """(loss sum, correct, images) added up over every process of a DDP job (one host sync)."""
+    stats = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=loss_sum.device,
+                                                                           dtype=torch.float64)])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stats)
+    loss_total, correct_total, seen_total = stats.tolist()
+    return loss_total, correct_total, seen_total
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -233,14 +253,12 @@ def fit(
             log.info("resuming from %s after epoch %d of %d", checkpoint, start - 1, tp.epochs)
 
     _agree_on_start(start, runtime, checkpoint)
-    model = _wrap(net, tp, runtime, place)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
+    run = Training(net, _wrap(net, tp, runtime, place), optimizer, scheduler, scaler, runtime,
+                   nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing))
     for epoch in range(start, tp.epochs):
         t0 = time.perf_counter()
-        lr, train_loss, train_acc, seconds = _train_epoch(
-            model, optimizer, scheduler, scaler, runtime, loss_fn, train_loader, epoch, place
-        )
-        test_loss, correct, total = test_pass(model, test_loader, runtime)
+        lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place)
+        test_loss, correct, total = test_pass(run.model, test_loader, runtime)
         if not math.isfinite(test_loss):
             raise NonFiniteLoss(
                 f"the test loss became {test_loss} after epoch {epoch}, batch {len(train_loader) - 1} "
@@ -256,7 +274,7 @@ def fit(
         result.history.append(stats)
         result.train_seconds += seconds
         if place.main and checkpoint is not None:
-            save_checkpoint(checkpoint, _state(key, net, optimizer, scheduler, scaler, result))
+            save_checkpoint(checkpoint, _state(key, run, result))
         if on_epoch is not None:
             on_epoch(stats)
     return result
@@ -287,24 +305,24 @@ def _wrap(net: nn.Module, tp: TrainParams, runtime: Runtime, place: Dist) -> nn.
     return model
 
 
-def _state(key: str, net, optimizer, scheduler, scaler, result: FitResult) -> dict:
+def _state(key: str, run: Training, result: FitResult) -> dict:
     return {
         "version": CHECKPOINT_VERSION,
         "fingerprint": key,
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": [asdict(h) for h in result.history],
         "train_seconds": result.train_seconds,
     }
 
 
-def _train_epoch(model, optimizer, scheduler, scaler, runtime, loss_fn, loader, epoch, place):
+def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Dist) -> tuple[float, float, float, float]:
     """One epoch; returns (LR of its last step, mean train loss, train accuracy %, training seconds)."""
-    model.train()
-    device = runtime.device
+    run.model.train()
+    device = run.runtime.device
     # Running sums stay on the device: reading them forces a host sync, so the bar reads them
     # only every `sync_every` steps on a GPU (on the CPU a read costs nothing).
     sync_every = 1 if device.type == "cpu" else 50
@@ -315,9 +333,9 @@ def _train_epoch(model, optimizer, scheduler, scaler, runtime, loss_fn, loader, 
     bar = tqdm(total=len(loader), disable=not place.main, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter()
     for b, (images, labels) in enumerate(loader.epoch(epoch)):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        loss, logits = train_batch(model, optimizer, scaler, runtime, loss_fn, images, labels)
-        scheduler.step()
+        lrs.append(run.optimizer.param_groups[0]["lr"])
+        loss, logits = train_batch(run.model, run.optimizer, run.scaler, run.runtime, run.loss_fn, images, labels)
+        run.scheduler.step()
         loss_sum += loss.double() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
@@ -338,8 +356,5 @@ def _train_epoch(model, optimizer, scheduler, scaler, runtime, loss_fn, loader, 
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    stats = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(stats)
-    loss_total, correct_total, seen_total = stats.tolist()
+    loss_total, correct_total, seen_total = _summed_over_ranks(loss_sum, correct, seen)
     return lrs[-1], loss_total / seen_total, 100.0 * correct_total / seen_total, seconds
