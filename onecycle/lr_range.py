@@ -348,6 +348,10 @@ def _why_unreadable(y: np.ndarray) -> str:
     return f"the smoothed loss never falls {FLAT_DROP:.0%} below its earlier values (flat curve)"
 
 
+def _lowest_over_10(x: np.ndarray, y: np.ndarray) -> float:
+    return float(x[int(np.argmin(y))] / 10)
+
+
 def _minimum_over_10(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < MIN_POINTS or _is_flat(y):
         warnings.warn(
@@ -355,11 +359,11 @@ def _minimum_over_10(x: np.ndarray, y: np.ndarray) -> float:
             LrSuggestionWarning,
             stacklevel=3,
         )
-    return float(x[int(np.argmin(y))] / 10)
+    return _lowest_over_10(x, y)
 
 
 def _fallback(x: np.ndarray, y: np.ndarray, rule: str, why: str) -> float:
-    value = float(x[int(np.argmin(y))] / 10)
+    value = _lowest_over_10(x, y)
     warnings.warn(
         f"LR suggestion {rule!r}: {why}; falling back to the LR of the lowest loss / 10 = {value:.3g}",
         LrSuggestionWarning,
