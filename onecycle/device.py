@@ -1,11 +1,36 @@
-"""Device and precision choices, in one place."""
+"""Device, precision and memory format for the hardware at hand, in one place.
+
+`train.precision: auto` picks, per device:
+
+- CUDA: bf16 autocast where the GPU supports it, else fp16 with a grad scaler;
+- the CPU: bf16 autocast only where the CPU computes bf16 natively (x86 AVX-512-BF16 or AMX, ARM
+  FEAT_BF16), else fp32. Measured with `benchmarks/bench.py` (benchmarks/RESULTS.md): on an AMD EPYC
+  with AVX-512-BF16 the bf16 channels-last step runs 2.2x the fp32 NCHW one; on an AMD EPYC with
+  AVX2 only, bf16 is emulated and runs about 17x slower than fp32;
+- MPS: fp32.
+
+An explicit `bf16` or `fp16` on a CPU that lacks it natively still runs, with a warning naming the
+expected slowdown (EMULATED_SLOWDOWN). Channels-last is a plain switch (default on): it measured faster on both CPU kinds
+and is what tensor cores want on a GPU.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
+
+# How much slower than the fp32 channels-last step an emulated autocast step runs: benchmarks/RESULTS.md,
+# AMD EPYC with AVX2 only (bf16 13-14x in benchmarks/bench.py's probe, 17x over whole batches in issue 11).
+EMULATED_SLOWDOWN = {"bf16": "13-17", "fp16": "17"}
 
 
 class DeviceError(ValueError):
@@ -13,14 +38,69 @@ class DeviceError(ValueError):
 
 
 @dataclass(frozen=True)
+class CpuSupport:
+    """Which reduced precisions this CPU computes natively, and the instruction sets that say so."""
+
+    bf16: bool
+    fp16: bool
+    isa: str  # what was found, for the log: "AMX", "AVX-512-BF16", "ARM FEAT_BF16"; else ATen's best kernels ("AVX2")
+
+
+def _torch_probe(name: str) -> bool:
+    """torch.cpu's private CPUID probes (torch 2.x); False where this torch lacks one."""
+    probe = getattr(torch.cpu, name, None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def _arm_features() -> set[str]:
+    """ARM feature names: /proc/cpuinfo's `Features` on Linux, sysctl hw.optional.arm on macOS."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("features"):
+                return set(line.split(":", 1)[1].split())
+    if sys.platform == "darwin":
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16", "hw.optional.arm.FEAT_FP16"],
+                             capture_output=True, text=True, check=False).stdout.split()
+        return {name for name, flag in zip(("bf16", "fphp"), out) if flag == "1"}
+    return set()
+
+
+def probe_cpu() -> CpuSupport:
+    """Probe the instruction sets themselves (not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`,
+    which is true on any AVX-512 CPU, bf16 or not)."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i686", "i386"):
+        amx = _torch_probe("_is_amx_tile_supported")  # every AMX CPU so far has AMX-BF16
+        avx512_bf16 = _torch_probe("_is_avx512_bf16_supported")
+        fp16 = _torch_probe("_is_amx_fp16_supported")
+        if amx or avx512_bf16:
+            return CpuSupport(True, fp16, "AMX" if amx else "AVX-512-BF16")
+    elif machine in ("aarch64", "arm64"):
+        features = _arm_features()
+        if "bf16" in features:
+            return CpuSupport(True, "fphp" in features, "ARM FEAT_BF16")
+    return CpuSupport(False, False, torch.backends.cpu.get_cpu_capability())
+
+
+@dataclass(frozen=True)
 class Runtime:
     device: torch.device
     precision: str  # fp32, bf16 or fp16
     channels_last: bool
+    why: str = ""  # how precision was chosen, for the log
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def describe(self) -> str:
+        """One line for the stage's log: device, precision and why, memory format."""
+        return (f"device {self.device}, precision {self.precision}{f' ({self.why})' if self.why else ''}, "
+                f"{'channels-last' if self.channels_last else 'NCHW'}")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -59,24 +139,41 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA (fp16 where bf16 is unsupported) and on the CPU, fp32 on MPS."""
-    if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise DeviceError("train.precision bf16 is not supported by this GPU: use fp16 or fp32")
-        return name
+def resolve_precision(name: str, device: torch.device, cpu: CpuSupport | None = None) -> tuple[str, str]:
+    """(precision, why) for `train.precision` on `device`; `cpu` defaults to `probe_cpu()`.
+
+    Raises DeviceError for bf16 on a GPU without it. Logs a warning for bf16 or fp16 on a CPU
+    that only emulates it (it runs, 13-17x slower than fp32: EMULATED_SLOWDOWN).
+    """
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        return "bf16"
-    return "fp32"
+        if name == "bf16" and not torch.cuda.is_bf16_supported():
+            raise DeviceError("train.precision bf16 is not supported by this GPU: use fp16 or fp32")
+        if name != "auto":
+            return name, "set in params"
+        return ("bf16", "auto: the GPU supports bf16") if torch.cuda.is_bf16_supported() else \
+            ("fp16", "auto: the GPU has no bf16")
+    if device.type != "cpu":
+        return ("fp32", "auto: the default on MPS") if name == "auto" else (name, "set in params")
+    cpu = cpu or probe_cpu()
+    if name == "auto":
+        if cpu.bf16:
+            return "bf16", f"auto: this CPU has native bf16 ({cpu.isa})"
+        return "fp32", f"auto: this CPU has no native bf16 ({cpu.isa} only), so bf16 autocast would be emulated"
+    native = {"bf16": cpu.bf16, "fp16": cpu.fp16}.get(name, True)
+    if not native:
+        log.warning("train.precision is %s, but this CPU (%s only) has no native %s: autocast emulates it, about %sx "
+                    "slower than fp32 (measured on an AVX2 AMD EPYC, benchmarks/RESULTS.md); set "
+                    "train.precision: auto to get fp32 here", name, cpu.isa, name, EMULATED_SLOWDOWN[name])
+        return name, f"set in params; emulated on this CPU ({cpu.isa})"
+    return name, "set in params"
 
 
 def runtime(device: str, precision: str, channels_last: bool, local_rank: int = 0) -> Runtime:
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
-    return Runtime(dev, resolve_precision(precision, dev), channels_last)
+    chosen, why = resolve_precision(precision, dev)
+    return Runtime(dev, chosen, channels_last, why)
 
 
 def data_workers(setting: int | str, device: torch.device) -> int:

@@ -55,6 +55,7 @@ def evaluate(args) -> None:
     ep = params.evaluate
     test = load_split(args.data, "test", params.data.test_samples, params.seed)
     rt = runtime(params.train.device, params.train.precision, params.train.channels_last)
+    log.info("%s", rt.describe())
     model = rt.prepare_model(load_model(args.model, params.model.width, len(test.classes)))
     pred = ev.predict(model, test, rt, ep.batch_size, params.augment.mean, params.augment.std)
     metrics = {

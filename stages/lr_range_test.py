@@ -49,8 +49,8 @@ def range_test(args) -> None:
     model, optimizer, scaler = init_training(params, rt, len(split.classes), lp.start_lr)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
     batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
-    log.info("LR range test: %g to %g (%s) over %d batches of %d on %s, %s", lp.start_lr, lp.end_lr,
-             lp.step_mode, lp.num_iter, tp.batch_size, rt.device, rt.precision)
+    log.info("LR range test: %g to %g (%s) over %d batches of %d; %s", lp.start_lr, lp.end_lr,
+             lp.step_mode, lp.num_iter, tp.batch_size, rt.describe())
 
     def step(_iteration: int, lr: float) -> float:
         for group in optimizer.param_groups:

@@ -54,8 +54,7 @@ def train(args) -> None:
         # The per-epoch test pass: batch size only sets memory (BatchNorm is in eval mode).
         test_loader = EpochLoader(test_split, tp.batch_size, params.augment, backend, train=False, **common)
         if place.main:
-            log.info("device %s, precision %s, channels_last %s, augmentation %s, max_lr %.4g, %d processes",
-                     rt.device, rt.precision, rt.channels_last, backend, max_lr, place.world)
+            log.info("%s, augmentation %s, max_lr %.4g, %d processes", rt.describe(), backend, max_lr, place.world)
         t0 = time.perf_counter()
         result = fit(params, train_loader, test_loader, rt, max_lr, len(train_split.classes),
                      checkpoint=args.checkpoint, place=place)

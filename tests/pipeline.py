@@ -18,12 +18,13 @@ env, run, dvc = check.env, check.run, check.dvc
 
 
 def tiny_params(data_path: Path, **overrides) -> dict:
-    """The committed params with a narrow model and a short run on `data_path`."""
+    """The committed params with a narrow model and a short run on `data_path`, in fp32 on the CPU
+    (the precision `auto` picks depends on the CPU type: tests/test_device.py covers that choice)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(source="folder", path=str(data_path))
     raw["model"]["width"] = 8
     raw["lr_range_test"].update(num_iter=30, smooth_beta=0.9)
-    raw["train"].update(epochs=2, batch_size=32, device="cpu")
+    raw["train"].update(epochs=2, batch_size=32, device="cpu", precision="fp32")
     raw["evaluate"].update(batch_size=64, misclassified=6)
     for key, value in overrides.items():
         section, _, name = key.partition(".")
