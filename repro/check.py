@@ -1,17 +1,32 @@
-"""Reproduction check: the whole pipeline on a small committed profile, compared with committed metrics.
+"""Reproduction check: the whole pipeline on a small committed profile, twice, against committed metrics.
 
-    python repro/check.py            # run and compare; exit 1 and show the differences if any
+    python repro/check.py            # run, compare; exit 1 and show the differences if any
     python repro/check.py --update   # run and rewrite repro/expected/ (after an intended change)
 
-The profile (repro/params.yaml) trains a narrow network on generated images for a few epochs
-on the CPU, in about a minute. It runs in a temporary copy of the project (a fresh git + DVC
-repository), so the user's own outputs are never touched. On the CPU, runs are deterministic:
-the default tolerance is zero. Times and speeds are not compared.
+The profile (repro/params.yaml) trains a narrow network on generated images that it learns to a
+stable accuracy, at a max LR fixed in the profile, on the CPU in fp32. It runs in a temporary copy
+of the project (a fresh git + DVC repository), so the user's own outputs are never touched.
+
+What passing means, in three checks:
+
+1. Same params: the profile equals repro/expected/params.yaml (expected values belong to the params
+   that made them; `dvc params diff` shows what moved).
+2. Same machine, zero tolerance: a forced second `dvc repro` gives identical metrics, model weights
+   and range-test curve. This is the determinism promise, and it holds on any one machine.
+3. Any machine, stated tolerances: the metrics equal repro/expected/ within TOLERANCES below. CPU
+   types run different kernels (AVX2, AVX-512, AMX, ARM), whose summation orders differ in the last
+   bits; a short run amplifies that. So the check compares only metrics that converge, each with a
+   tolerance measured across kernel variants (README, "Reproduction check"), and leaves out the
+   range test's pick, which moves with the kernels by design of the sweep (it ends at divergence).
+
+Times and speeds are never compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import json
 import math
 import os
@@ -19,13 +34,65 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "onecycle"]
 METRICS = ["metrics/max_lr.json", "metrics/train.json", "metrics/eval.json"]
+# Outputs that must be byte-identical when the same machine reruns the profile.
+SAME_MACHINE_FILES = ["models/model.pt", "plots/lr_losses.csv", "plots/confusion.csv"]
 VOLATILE = ("seconds", "images_per_second", "device")  # keys that measure the machine, not the result
+SYNTHETIC = {"n_train": 1000, "n_test": 500}  # generated images (onecycle.synthetic): 100 and 50 per class
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a metric may be from its expected value on another machine; `abs_tol` None: not compared."""
+
+    abs_tol: float | None
+    why: str
+
+    def accepts(self, expected: float | None, actual: float | None) -> bool:
+        if self.abs_tol is None:
+            return True
+        if expected is None or actual is None:
+            return False
+        return math.isclose(expected, actual, rel_tol=0.0, abs_tol=self.abs_tol)
+
+    def label(self) -> str:
+        return "not compared" if self.abs_tol is None else "exact" if self.abs_tol == 0 else f"±{self.abs_tol:g}"
+
+
+# First match wins, on "<file>:<dotted key>". Each tolerance is at least twice the largest deviation from
+# repro/expected/ measured over 10 reruns under other kernels (oneDNN capped at SSE4.1 or AVX, ATen's
+# generic kernels, 1 thread) and other seeds; the runs are in the README, "Reproduction check".
+TOLERANCES: list[tuple[str, Tolerance]] = [
+    ("max_lr.json:sweep.*", Tolerance(0.0, "the profile's sweep settings, echoed")),
+    ("max_lr.json:*", Tolerance(None, "the range test ends where the loss diverges, so its curve and picks "
+                                      "move with the kernels (spike 0.096-0.46 measured); same-machine check only")),
+    ("train.json:max_lr", Tolerance(0.0, "fixed in the profile: the stage must use it as given")),
+    ("train.json:epochs", Tolerance(0.0, "a count")),
+    ("train.json:best.epoch", Tolerance(None, "the first epoch at 100%: any epoch of the plateau is right")),
+    ("*:images", Tolerance(0.0, "a count")),
+    ("*per_class_accuracy.*", Tolerance(4.0, "2 of 50 test images a class; measured 100 every time")),
+    ("*train_acc", Tolerance(3.0, "with augmentation, 30 of 1,000 train images; measured 98.3-100")),
+    ("*acc*", Tolerance(1.0, "5 of 500 test images; measured 100 every time")),
+    ("*train_loss", Tolerance(0.1, "mean train cross-entropy with augmentation; measured 0.007-0.056")),
+    ("*loss", Tolerance(0.01, "converged test cross-entropy; measured 0.0001-0.0054")),
+]
+UNLISTED = Tolerance(0.0, "no stated tolerance: exact")
+
+
+def tolerance(file: str, key: str) -> Tolerance:
+    name = f"{file}:{key}"
+    return next((tol for pattern, tol in TOLERANCES if fnmatch.fnmatchcase(name, pattern)), UNLISTED)
+
+
+# ----------------------------------------------------------------------------- running the profile
 
 
 def env() -> dict:
@@ -82,60 +149,137 @@ def leaves(obj, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-def differences(expected: dict, actual: dict, rtol: float) -> list[tuple[str, object, object]]:
+def results(project: Path) -> dict[str, dict[str, float]]:
+    """{metrics file name: its numeric leaves} of a finished run."""
+    return {Path(name).name: leaves(json.loads((project / name).read_text())) for name in METRICS}
+
+
+def file_digests(project: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in SAME_MACHINE_FILES}
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+@dataclass(frozen=True)
+class Row:
+    file: str
+    key: str
+    expected: float | None
+    actual: float | None
+    tol: Tolerance
+
+    @property
+    def ok(self) -> bool:
+        return self.tol.accepts(self.expected, self.actual)
+
+
+def compare(expected: dict[str, dict[str, float]], actual: dict[str, dict[str, float]]) -> list[Row]:
+    """Every metric of either side, with the tolerance it gets across machines."""
     rows = []
-    for key in sorted(set(expected) | set(actual)):
-        a, b = expected.get(key), actual.get(key)
-        if a is None or b is None or not math.isclose(a, b, rel_tol=rtol, abs_tol=0.0):
-            rows.append((key, a, b))
+    for file in sorted(set(expected) | set(actual)):
+        exp, act = expected.get(file, {}), actual.get(file, {})
+        for key in sorted(set(exp) | set(act)):
+            rows.append(Row(file, key, exp.get(key), act.get(key), tolerance(file, key)))
     return rows
+
+
+def changed_params(expected: dict, actual: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two parsed params files (the expected one and the profile)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for key in sorted(set(expected) | set(actual), key=str):
+            out += changed_params(expected.get(key), actual.get(key), f"{prefix}{key}.")
+        return out
+    return [] if expected == actual else [prefix.rstrip(".")]
+
+
+def identical(first: dict[str, dict[str, float]], second: dict[str, dict[str, float]]) -> list[Row]:
+    """Metrics that differ at all between two runs on this machine."""
+    exact = Tolerance(0.0, "same machine")
+    rows = [Row(r.file, r.key, r.expected, r.actual, exact) for r in compare(first, second)]
+    return [r for r in rows if not r.ok]
+
+
+def print_rows(rows: list[Row], title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'metric':48} {'expected':>12} {'actual':>12} {'tolerance':>12}  ok  why")
+    for r in rows:
+        show = (lambda v: "-" if v is None else f"{v:.6g}")
+        mark = "yes" if r.ok else "NO"
+        print(f"{r.file + ':' + r.key:48} {show(r.expected):>12} {show(r.actual):>12} {r.tol.label():>12}  "
+              f"{mark:3} {r.tol.why}")
+
+
+# ----------------------------------------------------------------------------- main
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--update", action="store_true", help="rewrite repro/expected/ from this run")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact, CPU)")
     args = p.parse_args()
+    expected_params = HERE / "expected" / "params.yaml"
     with tempfile.TemporaryDirectory(prefix="onecycle-repro-") as tmp:
         from onecycle.synthetic import image_folder
 
         images = str(Path(tmp) / "images")
+        image_folder(Path(images), **SYNTHETIC)
         profile = (HERE / "params.yaml").read_text().replace("GENERATED", images)
-        expected_params = (HERE / "expected" / "params.yaml")
-        image_folder(Path(images), n_train=400, n_test=100)
         # First commit: the params the expected metrics were made with; then the profile as it is
         # now, so `dvc params diff` shows what a change did to the profile itself.
         baseline = expected_params.read_text().replace("GENERATED", images) if expected_params.is_file() else profile
         project = project_copy(Path(tmp) / "project", baseline)
         (project / "params.yaml").write_text(profile)
-        params_diff = dvc("params", "diff", cwd=project, check=False).stdout
-        print("running the pipeline on the repro profile (repro/params.yaml) ...", flush=True)
+        params_diff = dvc("params", "diff", cwd=project, check=False).stdout.strip()
+
+        print("running the pipeline on the repro profile (repro/params.yaml), twice ...", flush=True)
         dvc("repro", cwd=project)
-        if args.update:
-            for name in METRICS:
-                shutil.copy2(project / name, HERE / "expected" / Path(name).name)
-            shutil.copy2(HERE / "params.yaml", expected_params)
-            print(f"updated {HERE / 'expected'}")
-            return 0
-        failed = False
-        for name in METRICS:
-            expected = leaves(json.loads((HERE / "expected" / Path(name).name).read_text()))
-            actual = leaves(json.loads((project / name).read_text()))
-            rows = differences(expected, actual, args.rtol)
-            if rows:
-                failed = True
-                print(f"\n{name} differs from repro/expected/{Path(name).name} (rtol {args.rtol}):")
-                print(f"{'Metric':45} {'Expected':>22} {'Actual':>22}")
-                for key, a, b in rows:
-                    print(f"{key:45} {a!s:>22} {b!s:>22}")
-        print("\ndvc params diff (repro/expected/params.yaml -> repro/params.yaml):")
-        print(params_diff or "(no change)")
+        first, first_files = results(project), file_digests(project)
+        first_text = {name: (project / name).read_text() for name in METRICS}
+        dvc("repro", "--force", cwd=project)
+        second, second_files = results(project), file_digests(project)
+
+    failed = False
+    changed = identical(first, second)
+    changed_files = [name for name in SAME_MACHINE_FILES if first_files[name] != second_files[name]]
+    if changed or changed_files:
+        failed = True
+        print_rows(changed, "NOT DETERMINISTIC: a second run on this machine differs (tolerance zero):")
+        for name in changed_files:
+            print(f"{name}: its bytes differ between the two runs")
+    else:
+        print(f"same machine: the second run is identical ({sum(map(len, first.values()))} metrics, "
+              f"{', '.join(SAME_MACHINE_FILES)} byte for byte)")
+
+    if args.update:
         if failed:
-            print("REPRODUCTION CHECK FAILED: metrics differ (see above). If the change is intended, "
-                  "run `python repro/check.py --update` and commit repro/expected/.")
+            print("not updating repro/expected/: the profile does not reproduce on this machine")
             return 1
-        print(f"reproduction check passed: {len(METRICS)} metrics files equal repro/expected/ (rtol {args.rtol})")
+        for name in METRICS:
+            (HERE / "expected" / Path(name).name).write_text(first_text[name])
+        shutil.copy2(HERE / "params.yaml", expected_params)
+        print(f"updated {HERE / 'expected'}")
         return 0
+
+    moved = changed_params(yaml.safe_load(baseline), yaml.safe_load(profile))
+    if moved:
+        failed = True
+        print(f"\nTHE PROFILE CHANGED: {', '.join(moved)} in repro/params.yaml differ from repro/expected/params.yaml, "
+              "the params the expected metrics were made with (dvc params diff):")
+        print(params_diff)
+    expected = {Path(name).name: leaves(json.loads((HERE / "expected" / Path(name).name).read_text()))
+                for name in METRICS}
+    rows = compare(expected, first)
+    print_rows(rows, "against repro/expected/ (tolerances hold across CPU types; see README):")
+    if not all(r.ok for r in rows):
+        failed = True
+    if failed:
+        print("\nREPRODUCTION CHECK FAILED (see above). If the change is intended, run "
+              "`python repro/check.py --update` and commit repro/expected/.")
+        return 1
+    print(f"\nreproduction check passed: identical on a rerun here, and {len(rows)} metrics match "
+          "repro/expected/ within the stated tolerances")
+    return 0
 
 
 if __name__ == "__main__":
