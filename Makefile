@@ -28,7 +28,7 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # Users' CI: the committed profile must reproduce repro/expected/ (also run by `make test`).
 repro-check: $(STAMP)

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from onecycle import augment
-from onecycle.device import Runtime, probe_cpu, runtime
+from onecycle.device import Runtime, cpu_info, probe_cpu, runtime
 from onecycle.model import build_model
 from onecycle.params import TrainParams, load_params
 from onecycle.train import build_optimizer, train_batch
@@ -135,7 +135,7 @@ def stage_run(params_path: Path, data: Path, images: int, tmp: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"the stage failed:\n{stderr[-3000:]}")
     metrics = json.loads((tmp / "train.json").read_text())
-    metrics["peak_rss_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
+    metrics["peak_rss_gib"] = usage.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)  # bytes / KiB
     metrics["log"] = next((line for line in stderr.splitlines() if line.startswith("device ")), "")
     return metrics
 
@@ -146,20 +146,12 @@ def _sync(rt: Runtime) -> None:
 
 
 def machine() -> str:
-    """The CPU's model name and the instruction sets that decide precision, or the GPU's name."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    flags: set[str] = set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
+    """The CPU's model name, the instruction sets that decide precision, and what the probe made of them."""
+    model, flags = cpu_info()
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_fp16", "asimd", "bf16", "sve"]
     cpu = probe_cpu()
-    return (f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of interest'}; "
+    return (f"{model or platform.processor() or platform.machine()}; "
+            f"flags: {' '.join(f for f in wanted if f in flags) or 'none of interest'}; "
             f"native bf16: {'yes' if cpu.bf16 else 'no'} ({cpu.isa}); {torch.get_num_threads()} torch threads")
 
 
@@ -172,8 +164,8 @@ def measure(args, params) -> tuple[list[Measured], Runtime]:
              "(2) step, fp32 eager channels-last": Step(Runtime(dev, "fp32", True), tp, width)}
     probes = {}
     for n, precision in ((3, "bf16"), (4, "fp16")):
-        if dev.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-            continue
+        if dev.type == "mps" or (dev.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported()):
+            continue  # the stage runs fp32 there
         lowp = Runtime(dev, precision, True)
         if cpu is None or getattr(cpu, precision):
             eager[f"({n}) step, {precision} eager channels-last"] = Step(lowp, tp, width)

@@ -32,7 +32,7 @@ raw["train"].update(max_lr=0.08, device="cuda", precision="bf16", compile=True)
 if os.environ.get("GPU_SH_TINY"):
     raw["data"].update(train_samples=1000, test_samples=500)
     raw["model"]["width"] = 16
-    raw["train"].update(epochs=2, device="cpu", compile=False)
+    raw["train"].update(epochs=2, device="cpu", precision="auto", compile=False)  # bf16 only where native
 open(f"{work}/params.yaml", "w").write(yaml.safe_dump(raw, sort_keys=False))
 PYEOF
 

@@ -6,12 +6,12 @@
 - the CPU: bf16 autocast only where the CPU computes bf16 natively (x86 AVX-512-BF16 or AMX, ARM
   FEAT_BF16), else fp32. Measured with `benchmarks/bench.py` (benchmarks/RESULTS.md): on an AMD EPYC
   with AVX-512-BF16 the bf16 channels-last step runs 2.2x the fp32 NCHW one; on an AMD EPYC with
-  AVX2 only, bf16 is emulated and runs about 17x slower than fp32;
+  AVX2 only, bf16 is emulated and runs 13-17x slower than fp32;
 - MPS: fp32.
 
 An explicit `bf16` or `fp16` on a CPU that lacks it natively still runs, with a warning naming the
-expected slowdown (EMULATED_SLOWDOWN). Channels-last is a plain switch (default on): it measured faster on both CPU kinds
-and is what tensor cores want on a GPU.
+expected slowdown (EMULATED_SLOWDOWN). Channels-last is a plain switch (default on): it measured
+faster on both CPU kinds (1.1-1.2x in fp32) and is what tensor cores want on a GPU.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import torch
 log = logging.getLogger(__name__)
 
 # How much slower than the fp32 channels-last step an emulated autocast step runs: benchmarks/RESULTS.md,
-# AMD EPYC with AVX2 only (bf16 13-14x in benchmarks/bench.py's probe, 17x over whole batches in issue 11).
-EMULATED_SLOWDOWN = {"bf16": "13-17", "fp16": "17"}
+# AMD EPYC with AVX2 only (bf16 13-15x in benchmarks/bench.py's probe, 17x over whole batches in issue 11;
+# fp16 17-19x in the probe).
+EMULATED_SLOWDOWN = {"bf16": "13-17", "fp16": "17-19"}
 
 
 class DeviceError(ValueError):
@@ -46,44 +47,67 @@ class CpuSupport:
     isa: str  # what was found, for the log: "AMX", "AVX-512-BF16", "ARM FEAT_BF16"; else ATen's best kernels ("AVX2")
 
 
-def _torch_probe(name: str) -> bool:
-    """torch.cpu's private CPUID probes (torch 2.x); False where this torch lacks one."""
+def _torch_probe(name: str) -> bool | None:
+    """torch.cpu's private CPUID probes (torch 2.x); None where this torch lacks one or it fails."""
     probe = getattr(torch.cpu, name, None)
     try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+        return bool(probe()) if probe is not None else None
+    except Exception:  # a private API: any failure means "cannot tell"
+        return None
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    """(model name, feature flags) from Linux's /proc/cpuinfo (x86 `flags`, ARM `Features`); ("", set())
+    where there is none."""
+    model, flags = "", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
 
 
 def _arm_features() -> set[str]:
-    """ARM feature names: /proc/cpuinfo's `Features` on Linux, sysctl hw.optional.arm on macOS."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("features"):
-                return set(line.split(":", 1)[1].split())
-    if sys.platform == "darwin":
-        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16", "hw.optional.arm.FEAT_FP16"],
-                             capture_output=True, text=True, check=False).stdout.split()
-        return {name for name, flag in zip(("bf16", "fphp"), out) if flag == "1"}
-    return set()
+    """ARM feature names: /proc/cpuinfo on Linux, sysctl hw.optional.arm.FEAT_* on macOS."""
+    features = cpu_info()[1]
+    if features or sys.platform != "darwin":
+        return features
+    for sysctl_name, feature in (("hw.optional.arm.FEAT_BF16", "bf16"), ("hw.optional.arm.FEAT_FP16", "fphp")):
+        try:  # one name a call: sysctl skips unknown names, which would shift the answers
+            out = subprocess.run(["sysctl", "-n", sysctl_name], capture_output=True, text=True, check=False)
+        except OSError:
+            break
+        if out.returncode == 0 and out.stdout.strip() == "1":
+            features.add(feature)
+    return features
 
 
 def probe_cpu() -> CpuSupport:
-    """Probe the instruction sets themselves (not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`,
-    which is true on any AVX-512 CPU, bf16 or not)."""
+    """What this CPU computes natively. Reads the instruction sets themselves, never
+    `torch.ops.mkldnn._is_mkldnn_bf16_supported()`, which is true on any AVX-512 CPU, bf16 or not
+    (issue 11). Raises nothing: a probe this torch lacks counts as absent, and the log says so."""
     machine = platform.machine().lower()
+    best = torch.backends.cpu.get_cpu_capability()
     if machine in ("x86_64", "amd64", "i686", "i386"):
         amx = _torch_probe("_is_amx_tile_supported")  # every AMX CPU so far has AMX-BF16
         avx512_bf16 = _torch_probe("_is_avx512_bf16_supported")
-        fp16 = _torch_probe("_is_amx_fp16_supported")
+        fp16 = bool(_torch_probe("_is_amx_fp16_supported"))
         if amx or avx512_bf16:
             return CpuSupport(True, fp16, "AMX" if amx else "AVX-512-BF16")
+        if avx512_bf16 is None:
+            return CpuSupport(False, False, f"{best}; this torch cannot probe for bf16")
     elif machine in ("aarch64", "arm64"):
         features = _arm_features()
         if "bf16" in features:
             return CpuSupport(True, "fphp" in features, "ARM FEAT_BF16")
-    return CpuSupport(False, False, torch.backends.cpu.get_cpu_capability())
+    return CpuSupport(False, False, best)
 
 
 @dataclass(frozen=True)
@@ -143,7 +167,7 @@ def resolve_precision(name: str, device: torch.device, cpu: CpuSupport | None = 
     """(precision, why) for `train.precision` on `device`; `cpu` defaults to `probe_cpu()`.
 
     Raises DeviceError for bf16 on a GPU without it. Logs a warning for bf16 or fp16 on a CPU
-    that only emulates it (it runs, 13-17x slower than fp32: EMULATED_SLOWDOWN).
+    that only emulates it (it runs, but slower than fp32: bf16 13-17x, fp16 17-19x; EMULATED_SLOWDOWN).
     """
     if device.type == "cuda":
         if name == "bf16" and not torch.cuda.is_bf16_supported():

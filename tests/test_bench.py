@@ -19,8 +19,7 @@ def test_bench_prints_each_configuration_and_the_ratios(tmp_path):
     folder = image_folder(tmp_path / "images", n_train=256, n_test=64)
     prepared = tmp_path / "prepared"
     data.prepare(DataParams(source="folder", path=str(folder)), prepared, 0)
-    raw = tiny_params(folder)
-    raw["train"]["precision"] = "auto"  # the bench measures what the stage would choose here
+    raw = tiny_params(folder)  # fp32: the same path on every CPU type
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--params", str(tmp_path / "params.yaml"),
@@ -32,4 +31,4 @@ def test_bench_prints_each_configuration_and_the_ratios(tmp_path):
                 "(4) step, fp16", "(5) step as configured", "(6) step", "1 threads", "(9) train_onecycle stage"):
         assert row in out, row
     assert "native bf16: " in out and "ratio (9)/fastest eager" in out and "ratio (9)/(1)" in out
-    assert "the stage chose: device cpu, precision " in out
+    assert "the stage chose: device cpu, precision fp32 (set in params)" in out

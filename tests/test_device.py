@@ -73,10 +73,26 @@ def test_arm_probe_reads_the_bf16_feature(monkeypatch):
     assert device.probe_cpu().bf16 is False
 
 
+def test_a_torch_without_the_probes_means_fp32_and_says_why(monkeypatch):
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported", "_is_amx_fp16_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    cpu = device.probe_cpu()
+    assert cpu.bf16 is False and "cannot probe" in cpu.isa
+    assert resolve_precision("auto", CPU, cpu)[0] == "fp32"
+
+
+def test_a_failing_probe_counts_as_absent(monkeypatch):
+    def broken():
+        raise AttributeError("no such binding")
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert device._torch_probe("_is_avx512_bf16_supported") is None
+
+
 def test_the_probe_on_this_machine_agrees_with_cpuinfo():
     """No assumption about which CPU runs this: whatever it is, the probe and the kernel's flags agree."""
-    cpuinfo = open("/proc/cpuinfo").read() if device.Path("/proc/cpuinfo").is_file() else ""
-    if device.platform.machine().lower() not in ("x86_64", "amd64") or not cpuinfo:
+    _, flags = device.cpu_info()
+    if device.platform.machine().lower() not in ("x86_64", "amd64") or not flags:
         pytest.skip("compares with x86 /proc/cpuinfo flags")
-    flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
     assert device.probe_cpu().bf16 == bool({"avx512_bf16", "amx_bf16"} & flags)

@@ -80,6 +80,8 @@ def test_a_changed_param_fails_the_check():
     changed["train"]["epochs"] += 1
     changed["augment"]["train"][2]["HorizontalFlip"]["p"] = 0.25
     assert changed_params(profile, changed) == ["augment.train", "train.epochs"]
+    del changed["data"]["train_samples"]  # null before: a missing key is a change too
+    assert "data.train_samples" in changed_params(profile, changed)
 
 
 @pytest.mark.slow
