@@ -147,7 +147,8 @@ def _sync(rt: Runtime) -> None:
 
 def machine() -> str:
     """The CPU's model name, the instruction sets that decide precision, and what the probe made of them."""
-    model, flags = cpu_info()
+    info = cpu_info()
+    model, flags = info.model, info.flags
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_fp16", "asimd", "bf16", "sve"]
     cpu = probe_cpu()
     return (f"{model or platform.processor() or platform.machine()}; "

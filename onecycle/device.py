@@ -56,27 +56,34 @@ def _torch_probe(name: str) -> bool | None:
         return None
 
 
-def cpu_info() -> tuple[str, set[str]]:
-    """(model name, feature flags) from Linux's /proc/cpuinfo (x86 `flags`, ARM `Features`); ("", set())
-    where there is none."""
-    model, flags = "", set()
+@dataclass(frozen=True)
+class CpuInfo:
+    """The first processor's entry in Linux's /proc/cpuinfo; empty where there is none."""
+
+    model: str = ""  # "model name", e.g. "AMD EPYC"
+    ident: str = ""  # vendor, family, model and stepping (x86) or implementer, part and revision (ARM)
+    flags: frozenset[str] = frozenset()  # x86 `flags` or ARM `Features`
+
+
+def cpu_info() -> CpuInfo:
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return model, flags
+        return CpuInfo()
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, flags
+        key, sep, value = line.partition(":")
+        if not sep and fields:
+            break  # the end of the first processor's entry
+        fields.setdefault(key.strip().lower(), value.strip())
+    ident = ("vendor_id", "cpu family", "model", "stepping", "cpu implementer", "cpu part", "cpu revision")
+    return CpuInfo(fields.get("model name", ""), " ".join(fields[k] for k in ident if k in fields),
+                   frozenset((fields.get("flags") or fields.get("features") or "").split()))
 
 
 def _arm_features() -> set[str]:
     """ARM feature names: /proc/cpuinfo on Linux, sysctl hw.optional.arm.FEAT_* on macOS."""
-    features = cpu_info()[1]
+    features = set(cpu_info().flags)
     if features or sys.platform != "darwin":
         return features
     for sysctl_name, feature in (("hw.optional.arm.FEAT_BF16", "bf16"), ("hw.optional.arm.FEAT_FP16", "fphp")):

@@ -13,11 +13,13 @@ What passing means, in three checks:
    that made them; `dvc params diff` shows what moved).
 2. Same machine, zero tolerance: a forced second `dvc repro` gives identical metrics, model weights
    and range-test curve. This is the determinism promise, and it holds on any one machine.
-3. Any machine, stated tolerances: the metrics equal repro/expected/ within TOLERANCES below. CPU
-   types run different kernels (AVX2, AVX-512, AMX, ARM), whose summation orders differ in the last
-   bits; a short run amplifies that. So the check compares only metrics that converge, each with a
-   tolerance measured across kernel variants (README, "Reproduction check"), and leaves out the
-   range test's pick, which moves with the kernels by design of the sweep (it ends at divergence).
+3. Against repro/expected/. On a runner whose fingerprint (repro/expected/machine.json: torch, CPU
+   model and id, flags, caches, threads) equals the machine that made the expected values, exactly.
+   Elsewhere within TOLERANCES below: CPU types run different kernels (AVX2, AVX-512, AMX, ARM),
+   whose summation orders differ in the last bits, and a run amplifies that. So across machines the
+   check compares only metrics that converge, each with a tolerance measured across kernel variants
+   (README, "Reproduction check"), and leaves out the range test's picks, which move with the
+   kernels by design of the sweep (it ends at divergence).
 
 Times and speeds are never compared.
 """
@@ -30,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,7 @@ METRICS = ["metrics/max_lr.json", "metrics/train.json", "metrics/eval.json"]
 # Outputs that must be byte-identical when the same machine reruns the profile.
 SAME_MACHINE_FILES = ["models/model.pt", "plots/lr_losses.csv", "plots/confusion.csv"]
 VOLATILE = ("seconds", "images_per_second", "device")  # keys that measure the machine, not the result
+MACHINE = "machine.json"  # in repro/expected/: the fingerprint of the machine that made the expected values
 SYNTHETIC = {"n_train": 1000, "n_test": 500}  # generated images (onecycle.synthetic): 100 and 50 per class
 
 
@@ -87,9 +91,38 @@ TOLERANCES: list[tuple[str, Tolerance]] = [
 UNLISTED = Tolerance(0.0, "no stated tolerance: exact")
 
 
+SAME_RUNNER = Tolerance(0.0, "this runner matches the machine that made repro/expected/ (machine.json)")
+
+
 def tolerance(file: str, key: str) -> Tolerance:
     name = f"{file}:{key}"
     return next((tol for pattern, tol in TOLERANCES if fnmatch.fnmatchcase(name, pattern)), UNLISTED)
+
+
+def machine_fingerprint() -> dict[str, object]:
+    """What decides the kernels and their summation order on this runner: torch, the CPU and the
+    number of threads. Two runners with equal fingerprints are expected to give identical numbers."""
+    import torch
+
+    from onecycle.device import cpu_info
+
+    info = cpu_info()
+    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"))
+    return {
+        "torch": torch.__version__,
+        "arch": platform.machine(),
+        "cpu": info.model,
+        "cpu_id": info.ident,
+        "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(info.flags)).encode()).hexdigest()[:16],
+        "caches": [path.read_text().strip() for path in caches],
+        "aten_kernels": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def same_runner(expected: dict | None, actual: dict) -> bool:
+    """Exact comparison only where the CPU is known: an unreadable CPU could be any CPU."""
+    return expected == actual and bool(actual.get("cpu")) and bool(actual.get("cpu_id"))
 
 
 # ----------------------------------------------------------------------------- running the profile
@@ -174,13 +207,14 @@ class Row:
         return self.tol.accepts(self.expected, self.actual)
 
 
-def compare(expected: dict[str, dict[str, float]], actual: dict[str, dict[str, float]]) -> list[Row]:
-    """Every metric of either side, with the tolerance it gets across machines."""
+def compare(expected: dict[str, dict[str, float]], actual: dict[str, dict[str, float]],
+            exact: bool = False) -> list[Row]:
+    """Every metric of either side, with the tolerance it gets: TOLERANCES, or zero for all when `exact`."""
     rows = []
     for file in sorted(set(expected) | set(actual)):
         exp, act = expected.get(file, {}), actual.get(file, {})
         for key in sorted(set(exp) | set(act)):
-            rows.append(Row(file, key, exp.get(key), act.get(key), tolerance(file, key)))
+            rows.append(Row(file, key, exp.get(key), act.get(key), SAME_RUNNER if exact else tolerance(file, key)))
     return rows
 
 
@@ -261,6 +295,7 @@ def main() -> int:
         for name in METRICS:
             (HERE / "expected" / Path(name).name).write_text(first_text[name])
         shutil.copy2(HERE / "params.yaml", expected_params)
+        (HERE / "expected" / MACHINE).write_text(json.dumps(machine_fingerprint(), indent=2) + "\n")
         print(f"updated {HERE / 'expected'}")
         return 0
 
@@ -272,8 +307,18 @@ def main() -> int:
         print(params_diff)
     expected = {Path(name).name: leaves(json.loads((HERE / "expected" / Path(name).name).read_text()))
                 for name in METRICS}
-    rows = compare(expected, first)
-    print_rows(rows, "against repro/expected/ (tolerances hold across CPU types; see README):")
+    machine_file = HERE / "expected" / MACHINE
+    made_on = json.loads(machine_file.read_text()) if machine_file.is_file() else None
+    here = machine_fingerprint()
+    exact = same_runner(made_on, here)
+    rows = compare(expected, first, exact)
+    if exact:
+        print_rows(rows, "against repro/expected/, exactly: this runner matches the machine that made them "
+                         f"(repro/expected/{MACHINE}):")
+    else:
+        moved = [k for k in here if made_on is None or made_on.get(k) != here[k]]
+        print_rows(rows, f"against repro/expected/, within the stated tolerances: this runner differs from the "
+                         f"machine that made them in {', '.join(moved) or 'an unreadable CPU'} (see README):")
     if not all(r.ok for r in rows):
         failed = True
     if failed:
@@ -281,7 +326,7 @@ def main() -> int:
               "`python repro/check.py --update` and commit repro/expected/.")
         return 1
     print(f"\nreproduction check passed: identical on a rerun here, and {len(rows)} metrics match "
-          "repro/expected/ within the stated tolerances")
+          f"repro/expected/ {'exactly' if exact else 'within the stated tolerances'}")
     return 0
 
 

@@ -91,3 +91,16 @@ def test_reproduction_check_passes():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "second run is identical" in proc.stdout
     assert "reproduction check passed" in proc.stdout
+
+
+def test_on_the_runner_that_made_the_expected_values_every_metric_is_exact():
+    here = check.machine_fingerprint()
+    assert check.same_runner(dict(here), here) == bool(here["cpu"] and here["cpu_id"])
+    for key in here:
+        assert not check.same_runner({**here, key: "other"}, here), key
+    assert not check.same_runner(None, here)
+    assert not check.same_runner({**here, "cpu": ""}, {**here, "cpu": ""})  # an unreadable CPU could be any CPU
+    for file, key, delta in (("train.json", "final.test_acc", -0.2), ("max_lr.json", "max_lr", 1e-9)):
+        assert all(r.ok for r in compare(EXPECTED, _perturbed(file, key, delta)))  # within tolerance, or not compared
+        bad = [(r.file, r.key) for r in compare(EXPECTED, _perturbed(file, key, delta), exact=True) if not r.ok]
+        assert bad == [(file, key)]
