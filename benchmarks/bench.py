@@ -41,7 +41,7 @@ from onecycle import augment
 from onecycle.device import Runtime, cpu_info, probe_cpu, runtime
 from onecycle.model import build_model
 from onecycle.params import TrainParams, load_params
-from onecycle.train import build_optimizer, train_batch
+from onecycle.train import Training, build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_GFLOP_PER_IMAGE = 2.3  # SPEC.md: forward 0.76 GFLOP, forward + backward about 2.3 per 32x32 image
@@ -65,9 +65,9 @@ class Step:
         self.rt, self.batch, self.threads = rt, batch, threads
         torch.manual_seed(0)
         model = rt.prepare_model(build_model(width))
-        self.optimizer = build_optimizer(model, tp, 0.01)
-        self.net = torch.compile(model, dynamic=False) if compile_model else model
-        self.scaler, self.loss_fn = rt.grad_scaler(), torch.nn.CrossEntropyLoss()
+        net = torch.compile(model, dynamic=False) if compile_model else model
+        self.run = Training(model, net, build_optimizer(model, tp, 0.01), None, rt.grad_scaler(), rt,
+                            torch.nn.CrossEntropyLoss())
         self.x = rt.to_input(torch.randn(batch, 3, 32, 32))
         self.y = torch.randint(0, 10, (batch,), device=rt.device)
         self.time(3 if compile_model else 1)  # warm-up: allocator, cuDNN autotune, compilation
@@ -80,7 +80,7 @@ class Step:
             _sync(self.rt)
             t0 = time.perf_counter()
             for _ in range(steps):
-                train_batch(self.net, self.optimizer, self.scaler, self.rt, self.loss_fn, self.x, self.y)
+                self.run.step(self.x, self.y)
             _sync(self.rt)
             return self.batch * steps / (time.perf_counter() - t0)
         finally:

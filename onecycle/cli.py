@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable
@@ -41,10 +40,6 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def remove_outputs(paths: Iterable[Path]) -> None:
     for path in paths:
         if path.is_dir():
@@ -55,6 +50,8 @@ def remove_outputs(paths: Iterable[Path]) -> None:
 
 def run_stage(work: Callable[[], None], outputs: Iterable[Path]) -> None:
     """Run `work`; on a user error remove `outputs`, print the message and exit 2."""
+    from onecycle.distributed import is_main_process  # torch: imported once the stage runs anyway
+
     setup_logging()
     outputs = list(outputs)
     try:

@@ -10,8 +10,6 @@ as the reference's log:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -19,22 +17,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from onecycle import io
+from onecycle import checkpoint as ckpt
+from onecycle import distributed
 from onecycle.batches import EpochLoader
-from onecycle.data import Split
 from onecycle.device import Runtime
+from onecycle.distributed import Place
 from onecycle.model import build_model, summary
-from onecycle.params import Params, TrainParams, to_dict
+from onecycle.params import Params, TrainParams
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_VERSION = 1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,26 +63,33 @@ class FitResult:
 class Training:
     """What one optimizer step needs: the network (bare and as called), its optimizer and schedule."""
 
-    net: nn.Module  # the bare network: what is saved and loaded
-    model: nn.Module  # what is called: net, or net wrapped by DDP and/or torch.compile
+    raw_model: nn.Module  # the bare network: what is saved and loaded
+    model: nn.Module  # what is called: raw_model, or raw_model wrapped by DDP and/or torch.compile
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None  # None: the caller sets each LR (range test)
     scaler: torch.amp.GradScaler
     runtime: Runtime
     loss_fn: nn.Module
 
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step at the current LR, then the schedule's next LR if there is a schedule.
 
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+        images: (N, 3, H, W) float on the device; labels: (N,) int64. Returns (loss, logits), detached,
+        still on the device (reading them syncs the host)."""
+        with self.runtime.autocast():
+            logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), logits.detach()
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -120,10 +122,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, tp: TrainParams, max_lr: f
     )
 
 
-def init_training(
-    params: Params, runtime: Runtime, num_classes: int, lr: float, log_summary: bool = False
-) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """The network with the run's seeded initial weights, its optimizer and grad scaler.
+def init_training(params: Params, runtime: Runtime, num_classes: int, lr: float, log_summary: bool = False) -> Training:
+    """The network with the run's seeded initial weights, its optimizer, scaler and loss, no schedule.
 
     train_onecycle and the LR range test both start here, so the range test measures the very
     network and optimizer that training will use (and never hands its weights on).
@@ -133,27 +133,8 @@ def init_training(
     if log_summary:
         log.info("%s", summary(net))
     net = runtime.prepare_model(net)
-    return net, build_optimizer(net, params.train, lr), runtime.grad_scaler()
-
-
-def train_batch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    runtime: Runtime,
-    loss_fn: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step at the optimizer's current LR. Returns (loss, logits), still on the device."""
-    with runtime.autocast():
-        logits = model(images)
-        loss = loss_fn(logits, labels)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach(), logits.detach()
+    return Training(net, net, build_optimizer(net, params.train, lr), None, runtime.grad_scaler(), runtime,
+                    nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing))
 
 
 @torch.no_grad()
@@ -170,51 +151,9 @@ def test_pass(model: nn.Module, loader: EpochLoader, runtime: Runtime) -> tuple[
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         total += len(labels)
-    loss_sum, correct_f, total_f = _summed_over_ranks(loss_sum, correct, total)
+    loss_sum, correct_f, total_f = distributed.summed([loss_sum, correct, total], device)
     model.train()
     return loss_sum / total_f, int(correct_f), int(total_f)
-
-
-def _summed_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> tuple[float, float, float]:
-    """(loss sum, correct, images) added up over every process of a DDP job (one host sync)."""
-    stats = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=loss_sum.device,
-                                                                           dtype=torch.float64)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(stats)
-    loss_total, correct_total, seen_total = stats.tolist()
-    return loss_total, correct_total, seen_total
-
-
-# ----------------------------------------------------------------------------- checkpoint
-
-
-def fingerprint(params: Params, max_lr: float, train: Split, world: int) -> str:
-    """What a checkpoint must match to be resumed: every param that shapes training, the LR, the data."""
-    relevant = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "lr_range_test")}
-    relevant["max_lr"], relevant["world"] = max_lr, world
-    data = hashlib.sha256(memoryview(np.ascontiguousarray(train.images)).cast("B"))  # ~0.2 s for 150 MB
-    data.update(memoryview(np.ascontiguousarray(train.labels)).cast("B"))
-    relevant["data"] = data.hexdigest()
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    io.save_torch(path, state)
-
-
-def load_checkpoint(path: Path | None, expected: str) -> dict | None:
-    """The checkpoint to resume from, or None (absent, damaged, or from other params: start fresh)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        state = io.load_torch(path, "checkpoint")
-    except io.ArtifactError as err:
-        log.warning("ignoring checkpoint: %s", err)
-        return None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != expected:
-        log.info("checkpoint %s is from other params or data: starting fresh", path)
-        return None
-    return state
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -228,33 +167,27 @@ def fit(
     max_lr: float,
     num_classes: int,
     checkpoint: Path | None = None,
-    place: Dist = Dist(),
+    place: Place = Place(),
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> FitResult:
     """Train for params.train.epochs with OneCycle peaking at max_lr, resuming from `checkpoint`."""
     tp = params.train
-    net, optimizer, scaler = init_training(params, runtime, num_classes, max_lr / tp.div_factor, log_summary=place.main)
-    scheduler = build_scheduler(optimizer, tp, max_lr, len(train_loader))
-    result = FitResult(model=net, train_images=train_loader.num_images * place.world)
+    run = init_training(params, runtime, num_classes, max_lr / tp.div_factor, log_summary=place.is_main)
+    run.scheduler = build_scheduler(run.optimizer, tp, max_lr, len(train_loader))
+    result = FitResult(model=run.raw_model, train_images=train_loader.num_images * place.world_size)
 
-    key = fingerprint(params, max_lr, train_loader.split, place.world)
-    state = load_checkpoint(checkpoint, key)
-    start = 0
+    key = ckpt.fingerprint(params, max_lr, train_loader.split, place.world_size)
+    state = ckpt.load(checkpoint, key)
     if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        result.history = [EpochStats(**row) for row in state["history"]]
-        result.train_seconds = state["train_seconds"]
-        start = len(result.history)
-        if place.main:
-            log.info("resuming from %s after epoch %d of %d", checkpoint, start - 1, tp.epochs)
-
-    _agree_on_start(start, runtime, checkpoint)
-    run = Training(net, _wrap(net, tp, runtime, place), optimizer, scheduler, scaler, runtime,
-                   nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing))
+        history, result.train_seconds = ckpt.restore(state, run)
+        result.history = [EpochStats(**row) for row in history]
+        if place.is_main:
+            log.info("resuming from %s after epoch %d of %d", checkpoint, len(history) - 1, tp.epochs)
+    start = len(result.history)
+    distributed.agree_on_start(start, runtime.device, checkpoint)
+    run.model = distributed.wrap(run.raw_model, place, runtime.device, tp.sync_batchnorm)
+    if tp.compile:
+        run.model = torch.compile(run.model, dynamic=False)  # two fixed shapes (full and last batch)
     for epoch in range(start, tp.epochs):
         t0 = time.perf_counter()
         lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place)
@@ -264,7 +197,7 @@ def fit(
                 f"the test loss became {test_loss} after epoch {epoch}, batch {len(train_loader) - 1} "
                 f"(last LR {lr:.4g}): the weights diverged; lower train.max_lr and rerun"
             )
-        if place.main:
+        if place.is_main:
             tqdm.write(
                 f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
             )
@@ -273,53 +206,14 @@ def fit(
         )
         result.history.append(stats)
         result.train_seconds += seconds
-        if place.main and checkpoint is not None:
-            save_checkpoint(checkpoint, _state(key, run, result))
+        if place.is_main and checkpoint is not None:
+            ckpt.save(checkpoint, key, run, [asdict(h) for h in result.history], result.train_seconds)
         if on_epoch is not None:
             on_epoch(stats)
     return result
 
 
-def _agree_on_start(start: int, runtime: Runtime, checkpoint: Path | None) -> None:
-    """Under DDP every rank must resume from the same epoch (each reads the checkpoint itself)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    both = torch.tensor([start, -start], device=runtime.device)
-    dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    if both[0].item() != -both[1].item():
-        raise io.ArtifactError(
-            f"the processes found different checkpoints at {checkpoint} (resuming after epochs "
-            f"{-both[1].item()} to {both[0].item()}): put --checkpoint on a filesystem every node shares"
-        )
-
-
-def _wrap(net: nn.Module, tp: TrainParams, runtime: Runtime, place: Dist) -> nn.Module:
-    model = net
-    if place.world > 1:
-        if tp.sync_batchnorm and runtime.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same Parameter objects
-        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if tp.compile:
-        model = torch.compile(model, dynamic=False)  # two fixed shapes (full and last batch): no dynamic kernels
-    return model
-
-
-def _state(key: str, run: Training, result: FitResult) -> dict:
-    return {
-        "version": CHECKPOINT_VERSION,
-        "fingerprint": key,
-        "model": run.net.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "history": [asdict(h) for h in result.history],
-        "train_seconds": result.train_seconds,
-    }
-
-
-def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Dist) -> tuple[float, float, float, float]:
+def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Place) -> tuple[float, float, float, float]:
     """One epoch; returns (LR of its last step, mean train loss, train accuracy %, training seconds)."""
     run.model.train()
     device = run.runtime.device
@@ -330,12 +224,11 @@ def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Dist) ->
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     lrs: list[float] = []
-    bar = tqdm(total=len(loader), disable=not place.main, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=len(loader), disable=not place.is_main, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter()
     for b, (images, labels) in enumerate(loader.epoch(epoch)):
         lrs.append(run.optimizer.param_groups[0]["lr"])
-        loss, logits = train_batch(run.model, run.optimizer, run.scaler, run.runtime, run.loss_fn, images, labels)
-        run.scheduler.step()
+        loss, logits = run.step(images, labels)
         loss_sum += loss.double() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
@@ -356,5 +249,5 @@ def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Dist) ->
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    loss_total, correct_total, seen_total = _summed_over_ranks(loss_sum, correct, seen)
+    loss_total, correct_total, seen_total = distributed.summed([loss_sum, correct, seen], device)
     return lrs[-1], loss_total / seen_total, 100.0 * correct_total / seen_total, seconds

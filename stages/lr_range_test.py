@@ -14,8 +14,6 @@ import math
 import warnings
 from pathlib import Path
 
-from torch import nn
-
 from onecycle import io, lr_range, plots
 from onecycle.augment import resolve_backend, validate
 from onecycle.batches import EpochLoader
@@ -23,7 +21,7 @@ from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import runtime
 from onecycle.params import load_params, to_dict
-from onecycle.train import NonFiniteLoss, init_training, train_batch
+from onecycle.train import NonFiniteLoss, init_training
 
 log = logging.getLogger("lr_range_test")
 
@@ -46,17 +44,14 @@ def range_test(args) -> None:
     backend = resolve_backend(params.augment.backend, params.augment.train)
     validate(params.augment, backend)
     loader = EpochLoader(split, tp.batch_size, params.augment, backend, rt, params.seed, train=True)
-    model, optimizer, scaler = init_training(params, rt, len(split.classes), lp.start_lr)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
+    run = init_training(params, rt, len(split.classes), lp.start_lr)
     batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
     log.info("LR range test: %g to %g (%s) over %d batches of %d; %s", lp.start_lr, lp.end_lr,
              lp.step_mode, lp.num_iter, tp.batch_size, rt.describe())
 
     def step(_iteration: int, lr: float) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, labels = next(batches)
-        loss, _ = train_batch(model, optimizer, scaler, rt, loss_fn, images, labels)
+        run.set_lr(lr)
+        loss, _ = run.step(*next(batches))
         return loss.item()
 
     sweep = lr_range.run_sweep(step, lp)

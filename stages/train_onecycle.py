@@ -48,17 +48,17 @@ def train(args) -> None:
         train_split = load_split(args.data, "train", params.data.train_samples, params.seed)
         test_split = load_split(args.data, "test", params.data.test_samples, params.seed)
         workers = data_workers(tp.num_workers, rt.device) if backend == "albumentations" else 0
-        common = dict(runtime=rt, seed=params.seed, rank=place.rank, world=place.world)
+        common = dict(runtime=rt, seed=params.seed, rank=place.rank, world=place.world_size)
         train_loader = EpochLoader(train_split, tp.batch_size, params.augment, backend, train=True,
                                    num_workers=workers, **common)
         # The per-epoch test pass: batch size only sets memory (BatchNorm is in eval mode).
         test_loader = EpochLoader(test_split, tp.batch_size, params.augment, backend, train=False, **common)
-        if place.main:
-            log.info("%s, augmentation %s, max_lr %.4g, %d processes", rt.describe(), backend, max_lr, place.world)
+        if place.is_main:
+            log.info("%s, augmentation %s, max_lr %.4g, %d processes", rt.describe(), backend, max_lr, place.world_size)
         t0 = time.perf_counter()
         result = fit(params, train_loader, test_loader, rt, max_lr, len(train_split.classes),
                      checkpoint=args.checkpoint, place=place)
-        if place.main:
+        if place.is_main:
             write_outputs(args, params, max_lr, train_split.classes, result, time.perf_counter() - t0, rt)
             args.checkpoint.unlink(missing_ok=True)  # finished: a changed param must start fresh
         barrier()
