@@ -39,11 +39,13 @@ import cv2
 import numpy as np
 import torch
 
+from onecycle.errors import UserError
+from onecycle.params import BACKENDS as BACKEND_CHOICES
 from onecycle.params import AugmentParams
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("albumentations", "tensor")
+BACKENDS = tuple(b for b in BACKEND_CHOICES if b != "auto")  # what "auto" resolves to
 FIX_HINT = "fix augment.train in params.yaml"
 
 BORDER_MODES = {
@@ -68,7 +70,7 @@ APPENDED_BY_CODE = {
 }
 
 
-class AugmentError(ValueError):
+class AugmentError(UserError):
     """`augment.train` names an unknown transform, gives it bad arguments, or asks the tensor
     backend for a transform it does not implement."""
 

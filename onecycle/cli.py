@@ -14,20 +14,9 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from onecycle.io import ArtifactError
-from onecycle.params import ParamsError
+from onecycle.errors import UserError
 
 EXIT_BAD_INPUT = 2
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message tells the user what to fix (a traceback would only hide it)."""
-    from onecycle.augment import AugmentError
-    from onecycle.data import DataError
-    from onecycle.device import DeviceError
-    from onecycle.train import NonFiniteLoss
-
-    return (ParamsError, ArtifactError, DataError, AugmentError, DeviceError, NonFiniteLoss)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -56,7 +45,7 @@ def run_stage(work: Callable[[], None], outputs: Iterable[Path]) -> None:
     outputs = list(outputs)
     try:
         work()
-    except user_errors() as err:
+    except UserError as err:
         if is_main_process():
             remove_outputs(outputs)
         print(f"error: {err}", file=sys.stderr)

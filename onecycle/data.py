@@ -49,6 +49,7 @@ import PIL
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from onecycle.errors import UserError
 from onecycle.params import DataParams
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ _LOCAL_COPY_HINT = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The data source is missing, damaged, unsafe or not laid out as expected; the message says what to do."""
 
 

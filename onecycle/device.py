@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from onecycle.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # How much slower than the fp32 channels-last step an emulated autocast step runs: benchmarks/RESULTS.md,
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 EMULATED_SLOWDOWN = {"bf16": "13-17", "fp16": "17-19"}
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError):
     """The requested device or precision is not available here."""
 
 

@@ -19,8 +19,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from onecycle.errors import UserError
 
-class ArtifactError(ValueError):
+
+class ArtifactError(UserError):
     """An input file (artifact of an earlier stage) is missing or not what it should be."""
 
 

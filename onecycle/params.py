@@ -17,17 +17,24 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-SOURCES = ("cifar10", "archive", "folder")
-STEP_MODES = ("exp", "linear")
-METHODS = ("spike", "steepest", "valley", "minimum")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-ANNEAL = ("cos", "linear")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BACKENDS = ("auto", "albumentations", "tensor")
+from onecycle.errors import UserError
+
+# The choices, each written once: the dataclasses below are typed with these, validation reads them,
+# and the modules that branch on a choice import the tuple derived from it.
+Source = Literal["cifar10", "archive", "folder"]
+Backend = Literal["auto", "albumentations", "tensor"]
+StepMode = Literal["exp", "linear"]
+Method = Literal["spike", "steepest", "valley", "minimum"]
+Anneal = Literal["cos", "linear"]
+Optimizer = Literal["sgd", "adam", "adamw"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+STEP_MODES: tuple[str, ...] = get_args(StepMode)
+METHODS: tuple[str, ...] = get_args(Method)
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError):
     """A parameter is missing, unknown, of the wrong type or out of range."""
 
 
@@ -36,7 +43,7 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["cifar10", "archive", "folder"] = "cifar10"
+    source: Source = "cifar10"
     path: str | None = None  # local archive or folder, for sources `archive` and `folder`
     checksum: str = "auto"  # "auto" (published md5 for official archives), "none", or "md5:<hex>"/"sha256:<hex>"
     resize: bool = False  # folder source: resize images that are not 32x32 instead of failing
@@ -66,7 +73,7 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    backend: Literal["auto", "albumentations", "tensor"] = "auto"
+    backend: Backend = "auto"
     mean: tuple[float, ...] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, ...] = (0.2023, 0.1994, 0.2010)
     train: tuple[dict, ...] = ()  # albumentations transforms as [{Name: {arg: value}}], Normalize appended
@@ -94,11 +101,11 @@ class LrRangeParams:
     start_lr: float = 1e-5
     end_lr: float = 1.0
     num_iter: int = 391
-    step_mode: Literal["exp", "linear"] = "exp"
+    step_mode: StepMode = "exp"
     smooth_beta: float = 0.98
     diverge_threshold: float = 5.0
     stop_above_start: bool = True
-    method: Literal["spike", "steepest", "valley", "minimum"] = "spike"
+    method: Method = "spike"
 
     def __post_init__(self) -> None:
         _positive("lr_range_test.start_lr", self.start_lr)
@@ -123,18 +130,18 @@ class TrainParams:
     pct_start: float = 0.2083
     div_factor: float = 25.0
     final_div_factor: float = 1e4
-    anneal_strategy: Literal["cos", "linear"] = "cos"
+    anneal_strategy: Anneal = "cos"
     three_phase: bool = False
     cycle_momentum: bool = True
     base_momentum: float = 0.85
     max_momentum: float = 0.95
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: Device = "auto"
+    precision: Precision = "auto"
     channels_last: bool = True
     compile: bool = False
     num_workers: int | Literal["auto"] = "auto"

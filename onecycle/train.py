@@ -26,13 +26,14 @@ from onecycle import distributed
 from onecycle.batches import EpochLoader
 from onecycle.device import Runtime
 from onecycle.distributed import Place
+from onecycle.errors import UserError
 from onecycle.model import build_model, summary
 from onecycle.params import Params, TrainParams
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError):
     """The loss became NaN or infinite: training stops, no model is written."""
 
 
