@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from onecycle import io
-from onecycle.params import Params, to_dict
+from onecycle.params import Params, reads
 
 if TYPE_CHECKING:
     from onecycle.data import Split
@@ -29,9 +29,9 @@ VERSION = 1
 
 
 def fingerprint(params: Params, max_lr: float, train: Split, world_size: int) -> str:
-    """What a checkpoint must match to be resumed (sha256 hex): every param that shapes training,
+    """What a checkpoint must match to be resumed (sha256 hex): every param train_onecycle reads,
     the max LR, the number of processes and the training images and labels themselves."""
-    relevant = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "lr_range_test")}
+    relevant = reads(params, "train_onecycle")
     relevant["max_lr"], relevant["world"] = max_lr, world_size
     data = hashlib.sha256(memoryview(np.ascontiguousarray(train.images)).cast("B"))  # ~0.2 s for 150 MB
     data.update(memoryview(np.ascontiguousarray(train.labels)).cast("B"))

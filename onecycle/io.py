@@ -122,11 +122,3 @@ def remove(*paths: str | Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
-
-
-def read_max_lr(path: str | Path) -> float:
-    """The `max_lr` chosen by the LR range test, checked to be a positive finite number."""
-    data = read_json(path, "LR range test result")
-    if not isinstance(data, dict) or "max_lr" not in data:
-        raise ArtifactError(f"{path} has no max_lr: rerun `dvc repro lr_range_test`")
-    return finite_float(data["max_lr"], "max_lr", path)

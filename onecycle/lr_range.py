@@ -386,3 +386,4 @@ def _longest_valley(y: np.ndarray) -> tuple[int, int]:
         start[i] = int(start[:i][higher & (length[:i] == best)].min())
     last = int(np.argmax(length))  # the first index reaching the longest length
     return int(start[last]), last
+

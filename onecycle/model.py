@@ -6,8 +6,12 @@ narrow copy of the same architecture.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from onecycle import io
 
 
 def conv_pool_bn(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -103,3 +107,31 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) ->
         line,
     ]
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- the model file
+
+
+def save_weights(path: Path, net: nn.Module) -> None:
+    """models/model.pt: the network's state dict on the CPU, written atomically, loadable with
+    `torch.load(path, weights_only=True)` (no code is ever unpickled)."""
+    io.save_torch(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+
+
+def load_weights(path: Path, width: int, num_classes: int) -> ResNet9:
+    """The trained network from `save_weights`' file, on the CPU.
+
+    Raises io.ArtifactError (exit 2) when the file is missing, damaged, not a state dict, or does
+    not fit a ResNet9 of this width and class count."""
+    state = io.load_torch(path, "model")
+    model = build_model(width, num_classes)
+    if not isinstance(state, dict):
+        raise io.ArtifactError(f"model {path} is not a state dict: rerun `dvc repro train_onecycle`")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise io.ArtifactError(
+            f"model {path} does not fit a ResNet9 of width {width} with {num_classes} classes "
+            f"(was model.width changed?): rerun `dvc repro train_onecycle`. Details: {str(err)[:300]}"
+        ) from err
+    return model

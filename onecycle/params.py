@@ -233,6 +233,33 @@ def to_dict(params: Any) -> dict:
     return _plain(dataclasses.asdict(params))
 
 
+# What each stage reads, in dvc.yaml's terms (a section, or section.key), written once: dvc.yaml declares
+# exactly these (tests/test_params.py checks it), so a stage reruns when one of them changes; the
+# training checkpoint is fingerprinted by train_onecycle's, and models/model.json records them.
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "download": ("data.source", "data.path", "data.checksum", "data.resize"),
+    # the range test uses train_onecycle's batch size, optimizer and numerics
+    "lr_range_test": ("seed", "data.train_samples", "model.width", "augment", "lr_range_test", "train.batch_size",
+                      "train.optimizer", "train.momentum", "train.nesterov", "train.weight_decay",
+                      "train.label_smoothing", "train.device", "train.precision", "train.channels_last"),
+    "train_onecycle": ("seed", "data.train_samples", "data.test_samples", "model.width", "augment", "train"),
+    "evaluate": ("seed", "data.test_samples", "model.width", "augment.mean", "augment.std", "train.device",
+                 "train.precision", "train.channels_last", "evaluate"),
+}
+
+
+def reads(params: Params, stage: str) -> dict:
+    """The plain nested dict of what `stage` reads (STAGE_READS) from `params`."""
+    whole, out = to_dict(params), {}
+    for key in STAGE_READS[stage]:
+        section, _, name = key.partition(".")
+        if name:
+            out.setdefault(section, {})[name] = whole[section][name]
+        else:
+            out[section] = whole[section]
+    return out
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

@@ -15,7 +15,7 @@ from onecycle import io, plots
 from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import runtime
-from onecycle.model import build_model
+from onecycle.model import load_weights
 from onecycle.params import load_params
 
 log = logging.getLogger("evaluate")
@@ -34,29 +34,13 @@ def main() -> None:
     run_stage(lambda: evaluate(args), outputs)
 
 
-def load_model(path: Path, width: int, num_classes: int):
-    """The trained network from a weights-only state dict, checked against this architecture."""
-    state = io.load_torch(path, "model")
-    model = build_model(width, num_classes)
-    if not isinstance(state, dict):
-        raise io.ArtifactError(f"model {path} is not a state dict: rerun `dvc repro train_onecycle`")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise io.ArtifactError(
-            f"model {path} does not fit a ResNet9 of width {width} with {num_classes} classes "
-            f"(was model.width changed?): rerun `dvc repro train_onecycle`. Details: {str(err)[:300]}"
-        ) from err
-    return model
-
-
 def evaluate(args) -> None:
     params = load_params(args.params)
     ep = params.evaluate
     test = load_split(args.data, "test", params.data.test_samples, params.seed)
     rt = runtime(params.train.device, params.train.precision, params.train.channels_last)
     log.info("%s", rt.describe())
-    model = rt.prepare_model(load_model(args.model, params.model.width, len(test.classes)))
+    model = rt.prepare_model(load_weights(args.model, params.model.width, len(test.classes)))
     pred = ev.predict(model, test, rt, ep.batch_size, params.augment.mean, params.augment.std)
     metrics = {
         "accuracy": pred.accuracy,

@@ -21,6 +21,7 @@ from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import runtime
 from onecycle.params import load_params, to_dict
+from onecycle.range_result import RangeTestResult
 from onecycle.train import NonFiniteLoss, init_training
 
 log = logging.getLogger("lr_range_test")
@@ -72,17 +73,17 @@ def range_test(args) -> None:
     cols = sweep.columns()
     io.write_csv(args.curve, ["iteration", "lr", "loss", "smoothed_loss"],
                  list(zip(cols["iteration"], cols["lr"], cols["loss"], cols["smoothed"])))
-    io.write_json(args.result, {
-        "max_lr": max_lr,
-        "method": lp.method,
-        "suggestions": suggestions,
-        "warnings": [str(w.message) for w in caught],
-        "stop_reason": sweep.stop_reason,
-        "stop_iteration": sweep.stop_iteration,
-        "best_smoothed_loss": sweep.best_smoothed if math.isfinite(sweep.best_smoothed) else None,
-        "sweep": to_dict(lp) | {"batch_size": tp.batch_size, "optimizer": tp.optimizer,
-                                "device": str(rt.device), "precision": rt.precision},
-    })
+    RangeTestResult(
+        max_lr=max_lr,
+        method=lp.method,
+        suggestions=suggestions,
+        warnings=[str(w.message) for w in caught],
+        stop_reason=sweep.stop_reason,
+        stop_iteration=sweep.stop_iteration,
+        best_smoothed_loss=sweep.best_smoothed if math.isfinite(sweep.best_smoothed) else None,
+        sweep=to_dict(lp) | {"batch_size": tp.batch_size, "optimizer": tp.optimizer,
+                             "device": str(rt.device), "precision": rt.precision},
+    ).write(args.result)
     plots.plot_lr_range(sweep.lrs, sweep.losses, sweep.smoothed, suggestions, lp.method, args.figure)
 
 

@@ -17,7 +17,9 @@ from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import data_workers, runtime
 from onecycle.distributed import barrier, process_group
-from onecycle.params import load_params, to_dict
+from onecycle.model import save_weights
+from onecycle.params import load_params, reads
+from onecycle.range_result import read_max_lr
 from onecycle.train import fit
 
 log = logging.getLogger("train_onecycle")
@@ -40,7 +42,7 @@ def main() -> None:
 def train(args) -> None:
     params = load_params(args.params)
     tp = params.train
-    max_lr = io.read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
+    max_lr = read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
     with process_group(tp.device) as place:
         rt = runtime(tp.device, tp.precision, tp.channels_last, place.local_rank)
         backend = resolve_backend(params.augment.backend, params.augment.train)
@@ -65,13 +67,12 @@ def train(args) -> None:
 
 
 def write_outputs(args, params, max_lr, classes, result, seconds, rt) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    io.save_torch(args.model, state)
+    save_weights(args.model, result.model)
     io.write_json(args.model.with_suffix(".json"), {
         "architecture": "ResNet9", "width": params.model.width, "classes": list(classes),
         "max_lr": max_lr, "device": str(rt.device), "precision": rt.precision,
         # only what this stage reads (dvc.yaml), so the file never disagrees with its own cache key
-        "params": {k: v for k, v in to_dict(params).items() if k in ("seed", "data", "model", "augment", "train")},
+        "params": reads(params, "train_onecycle"),
     })
     rows = [[h.epoch, h.lr, h.train_loss, h.train_acc, h.test_loss, h.test_acc, h.seconds] for h in result.history]
     io.write_csv(args.history, ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"], rows)

@@ -94,3 +94,19 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_dvc_yaml_declares_exactly_what_each_stage_reads():
+    """STAGE_READS is the one definition: dvc.yaml's per-stage params must be the same keys."""
+    from onecycle.params import STAGE_READS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {name: tuple(stage.get("params", ())) for name, stage in stages.items()} == STAGE_READS
+
+
+def test_reads_picks_sections_and_single_keys():
+    from onecycle.params import reads
+
+    got = reads(load_params(ROOT / "params.yaml"), "evaluate")
+    assert set(got) == {"seed", "data", "model", "augment", "train", "evaluate"}
+    assert got["data"] == {"test_samples": None} and set(got["augment"]) == {"mean", "std"}

@@ -1,0 +1,42 @@
+"""metrics/max_lr.json, the range test's result: written by lr_range_test, read by train_onecycle.
+
+Its own small module (not onecycle.lr_range) so that train_onecycle depends on the file's format
+alone: a change to the sweep or the rules reruns the range test, and training reruns only if the
+result it writes changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from onecycle import io
+
+
+@dataclass(frozen=True)
+class RangeTestResult:
+    """metrics/max_lr.json: the chosen max LR, every rule's suggestion and how the sweep ended.
+
+    Written by the lr_range_test stage; train_onecycle reads only `max_lr` (read_max_lr)."""
+
+    max_lr: float  # the chosen rule's suggestion, in LR units
+    method: str  # the rule that chose it (one of params.METHODS)
+    suggestions: dict[str, float]  # every rule's pick, keyed by params.METHODS
+    warnings: list[str]  # what the rules said about the curve (fallbacks and why)
+    stop_reason: str  # lr_range's COMPLETED, DIVERGED, ...
+    stop_iteration: int  # the last iteration run, from 0
+    best_smoothed_loss: float | None  # None where no smoothed loss was finite
+    sweep: dict  # the sweep's settings and the training params it shares
+
+    def write(self, path: Path) -> None:
+        io.write_json(path, asdict(self))
+
+
+def read_max_lr(path: Path) -> float:
+    """The max LR from `RangeTestResult.write`'s file, checked to be a positive finite number.
+
+    Raises io.ArtifactError (exit 2) naming the file when it is missing, damaged or has no valid max_lr."""
+    data = io.read_json(path, "LR range test result")
+    if not isinstance(data, dict) or "max_lr" not in data:
+        raise io.ArtifactError(f"{path} has no max_lr: rerun `dvc repro lr_range_test`")
+    return io.finite_float(data["max_lr"], "max_lr", path)
