@@ -77,11 +77,11 @@ class Step:
         default = torch.get_num_threads()
         torch.set_num_threads(self.threads or default)
         try:
-            _sync(self.rt)
+            _sync(self.rt.device)
             t0 = time.perf_counter()
             for _ in range(steps):
                 self.run.step(self.x, self.y)
-            _sync(self.rt)
+            _sync(self.rt.device)
             return self.batch * steps / (time.perf_counter() - t0)
         finally:
             torch.set_num_threads(default)
@@ -109,7 +109,7 @@ def augment_rates(aug, device: torch.device, batches: int = 20) -> dict[str, flo
         t0 = time.perf_counter()
         for _ in range(batches):
             out = fn()
-        _sync(Runtime(device, "fp32", False))
+        _sync(device)
         rates[name] = BATCH * batches / (time.perf_counter() - t0)
         del out
     return rates
@@ -140,8 +140,8 @@ def stage_run(params_path: Path, data: Path, images: int, tmp: Path) -> dict:
     return metrics
 
 
-def _sync(rt: Runtime) -> None:
-    if rt.device.type == "cuda":
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 

@@ -92,6 +92,7 @@ UNLISTED = Tolerance(0.0, "no stated tolerance: exact")
 
 
 SAME_RUNNER = Tolerance(0.0, "this runner matches the machine that made repro/expected/ (machine.json)")
+SAME_MACHINE = Tolerance(0.0, "a rerun on the same machine")
 
 
 def tolerance(file: str, key: str) -> Tolerance:
@@ -208,13 +209,13 @@ class Row:
 
 
 def compare(expected: dict[str, dict[str, float]], actual: dict[str, dict[str, float]],
-            exact: bool = False) -> list[Row]:
-    """Every metric of either side, with the tolerance it gets: TOLERANCES, or zero for all when `exact`."""
+            every: Tolerance | None = None) -> list[Row]:
+    """Every metric of either side, with the tolerance it gets: its TOLERANCES entry, or `every` for all."""
     rows = []
     for file in sorted(set(expected) | set(actual)):
         exp, act = expected.get(file, {}), actual.get(file, {})
         for key in sorted(set(exp) | set(act)):
-            rows.append(Row(file, key, exp.get(key), act.get(key), SAME_RUNNER if exact else tolerance(file, key)))
+            rows.append(Row(file, key, exp.get(key), act.get(key), every or tolerance(file, key)))
     return rows
 
 
@@ -233,9 +234,7 @@ def changed_params(expected: object, actual: object, prefix: str = "") -> list[s
 
 def identical(first: dict[str, dict[str, float]], second: dict[str, dict[str, float]]) -> list[Row]:
     """Metrics that differ at all between two runs on this machine."""
-    exact = Tolerance(0.0, "same machine")
-    rows = [Row(r.file, r.key, r.expected, r.actual, exact) for r in compare(first, second)]
-    return [r for r in rows if not r.ok]
+    return [r for r in compare(first, second, SAME_MACHINE) if not r.ok]
 
 
 def print_rows(rows: list[Row], title: str) -> None:
@@ -311,7 +310,7 @@ def main() -> int:
     made_on = json.loads(machine_file.read_text()) if machine_file.is_file() else None
     here = machine_fingerprint()
     exact = same_runner(made_on, here)
-    rows = compare(expected, first, exact)
+    rows = compare(expected, first, SAME_RUNNER if exact else None)
     if exact:
         print_rows(rows, "against repro/expected/, exactly: this runner matches the machine that made them "
                          f"(repro/expected/{MACHINE}):")
