@@ -1,6 +1,6 @@
 """Side-by-side throughput of the training step in each precision and layout, and of the real stage.
 
-    python benchmarks/bench.py [--params params.yaml] [--data data/prepared] [--images 2560]
+    python benchmarks/bench.py [--params params.yaml] [--data PREPARED] [--images 2560]
                                [--threads 1,2] [--try-compile]
 
 One run measures, on the device the params resolve to:
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-from onecycle import augment
+from onecycle import augment, pipeline
 from onecycle.device import Runtime, cpu_info, probe_cpu, runtime
 from onecycle.model import build_model
 from onecycle.params import TrainParams, load_params
@@ -123,9 +123,7 @@ def stage_run(params_path: Path, data: Path, images: int, tmp: Path) -> dict:
     raw["data"]["test_samples"] = min(1000, test_images)  # the per-epoch test pass is not what is measured
     raw["train"].update(epochs=1, max_lr=0.05)
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
-    cmd = [sys.executable, str(ROOT / "stages" / "train_onecycle.py"), "--params", str(tmp / "params.yaml"),
-           "--data", str(data), "--model", str(tmp / "model.pt"), "--history", str(tmp / "h.csv"),
-           "--figure", str(tmp / "t.png"), "--metrics", str(tmp / "train.json"), "--checkpoint", str(tmp / "c.pt")]
+    cmd = pipeline.command("train_onecycle", tmp / "params.yaml", tmp, {"data/prepared": data})
     with open(tmp / "stderr.log", "w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not every child's so far
@@ -134,7 +132,7 @@ def stage_run(params_path: Path, data: Path, images: int, tmp: Path) -> dict:
         stderr = err.read()
     if proc.returncode != 0:
         sys.exit(f"the stage failed:\n{stderr[-3000:]}")
-    metrics = json.loads((tmp / "train.json").read_text())
+    metrics = json.loads(pipeline.outputs("train_onecycle", tmp)["metrics/train.json"].read_text())
     metrics["peak_rss_gib"] = usage.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)  # bytes / KiB
     metrics["log"] = next((line for line in stderr.splitlines() if line.startswith("device ")), "")
     return metrics
@@ -193,7 +191,8 @@ def measure(args, params) -> tuple[list[Measured], Runtime]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
+    p.add_argument("--data", type=Path, default=ROOT / pipeline.stage("download").outs[0],
+                   help="prepared folder (default: the download stage's output)")
     p.add_argument("--images", type=int, default=2560, help="train images for the stage's epoch (9); 0: skip it")
     p.add_argument("--steps", type=int, default=3, help="timed steps per configuration per round")
     p.add_argument("--rounds", type=int, default=5, help="rounds; each row is the median over them")

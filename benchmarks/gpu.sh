@@ -37,12 +37,13 @@ open(f"{work}/params.yaml", "w").write(yaml.safe_dump(raw, sort_keys=False))
 PYEOF
 
 [ -n "${GPU_SH_TINY:-}" ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY stages/download.py --params "$WORK/params.yaml" --out "$WORK/prepared"
+# The stages' commands (and every path) come from dvc.yaml through onecycle.pipeline; outputs under $WORK.
+$PY -m onecycle.pipeline download --params "$WORK/params.yaml" --out-dir "$WORK"
 start=$(date +%s.%N)
-$PY stages/train_onecycle.py --params "$WORK/params.yaml" --data "$WORK/prepared" \
-  --model "$WORK/model.pt" --history "$OUT_DIR/train_history.csv" --figure "$OUT_DIR/training.png" \
-  --metrics "$OUT_DIR/train.json" --checkpoint "$WORK/ckpt.pt" 2>&1 | tr '\r' '\n' | awk '!/%\|/ || /100%\|/' | tee "$OUT_DIR/train.log"
+$PY -m onecycle.pipeline train_onecycle --params "$WORK/params.yaml" --out-dir "$WORK" \
+  --input data/prepared="$WORK/data/prepared" 2>&1 | tr '\r' '\n' | awk '!/%\|/ || /100%\|/' | tee "$OUT_DIR/train.log"
 end=$(date +%s.%N)
+cp "$WORK/plots/train_history.csv" "$WORK/plots/training.png" "$WORK/metrics/train.json" "$OUT_DIR/"
 $PY - "$OUT_DIR/train.json" "$start" "$end" <<'PYEOF'
 import json, sys
 m = json.load(open(sys.argv[1]))

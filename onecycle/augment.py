@@ -283,43 +283,28 @@ class TensorAugment:
 
     Args:
         aug: the `augment` params section; any other transform raises AugmentError.
-        seed: seeds one `torch.Generator` per device, made on first use there. The same seed,
-            device and sequence of batch shapes give the same output (CPU and CUDA draws differ).
-            Call `reseed(seed + epoch)` at the start of each epoch for resumable runs.
+
+    Every draw comes from the generator passed with each batch, so the caller decides the
+    streams (EpochLoader seeds one per (seed, epoch, batch, rank): a resumed run draws what an
+    uninterrupted one does). The same generator state, device and batch give the same output
+    (CPU and CUDA draws differ).
     """
 
-    def __init__(self, aug: AugmentParams, seed: int | None = None) -> None:
+    def __init__(self, aug: AugmentParams) -> None:
         self.ops = _tensor_ops(build_albumentations(aug, seed=0))
         self.mean, self.std = aug.mean, aug.std
-        self.seed = seed
-        self._generators: dict[torch.device, torch.Generator] = {}
 
-    def reseed(self, seed: int | None) -> None:
-        self.seed = seed
-        self._generators.clear()
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 N,H,W,C tensor -> float32 N,C,H,W contiguous on the same device.
 
-        `generator` overrides the internal one; it may live on the images' device or on the CPU
-        (draws are made on the generator's device and moved).
+        `generator` may live on the images' device or on the CPU (draws are made on the
+        generator's device and moved).
         """
         _check_uint8_nhwc(images)
-        gen = generator if generator is not None else self._generator(images.device)
         x = images
         for op in self.ops:
-            x = op(x, gen)
+            x = op(x, generator)
         return normalize_batch(x, self.mean, self.std)
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            gen = torch.Generator(device=device)
-            if self.seed is None:
-                gen.seed()
-            else:
-                gen.manual_seed(self.seed)
-            self._generators[device] = gen
-        return self._generators[device]
 
 
 def _tensor_ops(pipeline: A.Compose) -> list:

@@ -51,11 +51,13 @@ class EpochLoader:
     Args:
         split: the images (uint8 NHWC) and labels.
         batch_size: global images per optimizer step.
-        aug: the augmentation recipe; None for evaluation (normalize only).
-        backend: "albumentations" (per image, on the CPU) or "tensor" (batched, on the device).
+        aug: the augmentation recipe; evaluation reads only its mean and std.
+        backend: where training batches are augmented: "albumentations" (per image, on the CPU) or
+            "tensor" (batched, on the device). Unused (None) for evaluation, which only normalizes.
         runtime: where the batches go.
         seed: the run's seed.
-        shuffle: a new order each epoch (training) or the stored order (evaluation).
+        train: augment and shuffle anew each epoch (training), or normalize only, in the stored
+            order (evaluation).
         rank, world: this process and the number of processes (DDP).
         num_workers: DataLoader workers for the albumentations backend (0: in this process).
     """
@@ -65,7 +67,7 @@ class EpochLoader:
         split: Split,
         batch_size: int,
         aug: AugmentParams,
-        backend: str,
+        backend: str | None,
         runtime: Runtime,
         seed: int,
         train: bool = True,
@@ -80,7 +82,7 @@ class EpochLoader:
             )
         self.split, self.batch_size, self.aug, self.runtime = split, batch_size, aug, runtime
         self.seed, self.train, self.rank, self.world = seed, train, rank, world
-        self.backend = backend if train else "normalize"
+        self.backend = backend
         self.num_workers = num_workers
         self._workers: torch.utils.data.DataLoader | None = None
         self.slices = batch_slices(len(split.labels), batch_size)
@@ -89,14 +91,12 @@ class EpochLoader:
         self.labels = torch.from_numpy(split.labels)
         # On a GPU the whole prepared split lives there as uint8 (150 MB for CIFAR-10 train):
         # batches are gathered, augmented and normalised on the device, with no copy per step.
-        self.resident = self.backend == "tensor" or (self.backend == "normalize" and runtime.device.type == "cuda")
+        self.tensor_aug = augment.TensorAugment(aug) if train and backend == "tensor" else None
+        self.albu = augment.AlbumentationsBatch(aug, seed) if train and backend == "albumentations" else None
+        self.resident = self.tensor_aug is not None or (not train and runtime.device.type == "cuda")
         if self.resident:
             self.device_images = torch.from_numpy(split.images).to(runtime.device)
             self.device_labels = self.labels.to(runtime.device)
-        if self.backend == "tensor":
-            self.tensor_aug = augment.TensorAugment(aug)
-        elif self.backend == "albumentations":
-            self.albu = augment.AlbumentationsBatch(aug, seed)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -120,7 +120,7 @@ class EpochLoader:
 
     def _cpu_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.split.images[idx]
-        if self.backend == "albumentations":
+        if self.albu is not None:
             self.albu.reseed(batch_seed(self.seed, epoch, b, self.rank))
             x = self.albu(images)
         else:
@@ -131,7 +131,7 @@ class EpochLoader:
         return self.runtime.to_input(x), y.to(self.runtime.device, non_blocking=True)
 
     def _device_batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.runtime.device) if self.backend == "tensor" else None
+        generator = torch.Generator(device=self.runtime.device) if self.tensor_aug is not None else None
         # One host-to-device copy of the epoch's order, then slices of it: no copy per step.
         order = torch.from_numpy(np.concatenate(batches)).to(self.runtime.device)
         bounds = np.cumsum([0] + [len(idx) for idx in batches])
@@ -139,7 +139,7 @@ class EpochLoader:
             if generator is not None:
                 generator.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
             index = order[bounds[b] : bounds[b + 1]]
-            if self.backend == "tensor":
+            if self.tensor_aug is not None:
                 x = self.tensor_aug(self.device_images[index], generator)
             else:
                 x = augment.normalize_batch(self.device_images[index], self.aug.mean, self.aug.std)

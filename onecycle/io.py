@@ -116,9 +116,3 @@ def finite_float(value: Any, key: str, path: str | Path) -> float:
         raise ArtifactError(f"{key} in {path} must be a positive finite number, got {value!r}")
     return float(value)
 
-
-def remove(*paths: str | Path) -> None:
-    """Remove outputs (on failure: leave nothing partial behind)."""
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()

@@ -1,6 +1,6 @@
-"""metrics/max_lr.json, the range test's result: written by lr_range_test, read by train_onecycle.
+"""The range test's files: metrics/max_lr.json (read by train_onecycle) and the curve plots/lr_losses.csv.
 
-Its own small module (not onecycle.lr_range) so that train_onecycle depends on the file's format
+Its own small module (not onecycle.lr_range) so that train_onecycle depends on the files' format
 alone: a change to the sweep or the rules reruns the range test, and training reruns only if the
 result it writes changes.
 """
@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from onecycle import io
+
+if TYPE_CHECKING:  # only the type: training must not depend on the sweep's code (see above)
+    from onecycle.lr_range import SweepResult
 
 
 @dataclass(frozen=True)
@@ -40,3 +45,11 @@ def read_max_lr(path: Path) -> float:
     if not isinstance(data, dict) or "max_lr" not in data:
         raise io.ArtifactError(f"{path} has no max_lr: rerun `dvc repro lr_range_test`")
     return io.finite_float(data["max_lr"], "max_lr", path)
+
+
+CURVE_COLUMNS = ["iteration", "lr", "loss", "smoothed_loss"]  # plots/lr_losses.csv, one row per batch
+
+
+def write_curve(path: Path, sweep: SweepResult) -> None:
+    """The sweep's per-batch rows as CSV (CURVE_COLUMNS): what `dvc plots` draws."""
+    io.write_csv(path, CURVE_COLUMNS, list(zip(sweep.iterations, sweep.lrs, sweep.losses, sweep.smoothed)))

@@ -26,6 +26,7 @@ from onecycle import distributed
 from onecycle.batches import EpochLoader
 from onecycle.device import Runtime
 from onecycle.distributed import Place
+from onecycle.evaluate import predict
 from onecycle.errors import UserError
 from onecycle.model import build_model, summary
 from onecycle.params import Params, TrainParams
@@ -46,6 +47,17 @@ class EpochStats:
     test_loss: float
     test_acc: float  # percent
     seconds: float  # wall time of the epoch: training and the test pass
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step as it ran: what per-step logging (the one-cycle shape) needs."""
+
+    epoch: int
+    batch: int  # within the epoch, from 0
+    step: int  # from the start of the run: epoch * batches per epoch + batch
+    lr: float  # the LR this step trained with
+    momentum: float  # SGD's momentum, or Adam's beta1, this step trained with
 
 
 @dataclass
@@ -138,23 +150,12 @@ def init_training(params: Params, runtime: Runtime, num_classes: int, lr: float,
                     nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing))
 
 
-@torch.no_grad()
 def test_pass(model: nn.Module, loader: EpochLoader, runtime: Runtime) -> tuple[float, int, int]:
-    """(mean cross-entropy, correct, total) over this rank's test images, reduced across ranks."""
-    model.eval()
-    device = runtime.device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    total = 0
-    for images, labels in loader.epoch(0):
-        with runtime.autocast():
-            logits = model(images)
-        loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-        total += len(labels)
-    loss_sum, correct_f, total_f = distributed.summed([loss_sum, correct, total], device)
-    model.train()
-    return loss_sum / total_f, int(correct_f), int(total_f)
+    """(mean cross-entropy, correct, total) over the test images of every process (evaluate.predict)."""
+    pred = predict(model, loader.epoch(0), runtime)
+    loss_sum, correct, total = distributed.summed([pred.loss_sum(), pred.correct(), len(pred.labels)],
+                                                  runtime.device)
+    return loss_sum / total, int(correct), int(total)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -170,8 +171,12 @@ def fit(
     checkpoint: Path | None = None,
     place: Place = Place(),
     on_epoch: Callable[[EpochStats], None] | None = None,
+    on_step: Callable[[StepStats], None] | None = None,
 ) -> FitResult:
-    """Train for params.train.epochs with OneCycle peaking at max_lr, resuming from `checkpoint`."""
+    """Train for params.train.epochs with OneCycle peaking at max_lr, resuming from `checkpoint`.
+
+    `on_epoch` is called after each epoch's checkpoint, `on_step` after each optimizer step (on
+    every process: the caller decides which one logs). Neither syncs the device."""
     tp = params.train
     run = init_training(params, runtime, num_classes, max_lr / tp.div_factor, log_summary=place.is_main)
     run.scheduler = build_scheduler(run.optimizer, tp, max_lr, len(train_loader))
@@ -191,7 +196,7 @@ def fit(
         run.model = torch.compile(run.model, dynamic=False)  # two fixed shapes (full and last batch)
     for epoch in range(start, tp.epochs):
         t0 = time.perf_counter()
-        lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place)
+        lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place, on_step)
         test_loss, correct, total = test_pass(run.model, test_loader, runtime)
         if not math.isfinite(test_loss):
             raise NonFiniteLoss(
@@ -214,7 +219,9 @@ def fit(
     return result
 
 
-def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Place) -> tuple[float, float, float, float]:
+def _train_epoch(
+    run: Training, loader: EpochLoader, epoch: int, place: Place, on_step: Callable[[StepStats], None] | None
+) -> tuple[float, float, float, float]:
     """One epoch; returns (LR of its last step, mean train loss, train accuracy %, training seconds)."""
     run.model.train()
     device = run.runtime.device
@@ -228,8 +235,12 @@ def _train_epoch(run: Training, loader: EpochLoader, epoch: int, place: Place) -
     bar = tqdm(total=len(loader), disable=not place.is_main, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter()
     for b, (images, labels) in enumerate(loader.epoch(epoch)):
-        lrs.append(run.optimizer.param_groups[0]["lr"])
+        group = run.optimizer.param_groups[0]
+        lrs.append(group["lr"])
+        momentum = group["betas"][0] if "betas" in group else group["momentum"]
         loss, logits = run.step(images, labels)
+        if on_step is not None:
+            on_step(StepStats(epoch, b, epoch * len(loader) + b, lrs[-1], momentum))
         loss_sum += loss.double() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)

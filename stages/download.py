@@ -22,7 +22,7 @@ log = logging.getLogger("download")
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--out", type=Path, default=Path("data/prepared"), help="prepared folder (default: data/prepared)")
+    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     run_stage(lambda: download(args.params, args.out), [args.out])
 

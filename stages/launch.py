@@ -13,7 +13,6 @@ import runpy
 import sys
 from pathlib import Path
 
-from onecycle.cli import EXIT_BAD_INPUT
 from onecycle.params import ParamsError, load_params
 
 
@@ -26,9 +25,8 @@ def main() -> None:
     params_path = finder.parse_known_args(rest)[0].params
     try:
         nproc = load_params(params_path).train.nproc_per_node
-    except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    except ParamsError:
+        nproc = 1  # the stage itself reports the error (and removes its outputs, which this cannot know)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         # torch.distributed.run is torchrun, from this interpreter's own torch (not whatever is on PATH)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script]

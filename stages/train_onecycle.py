@@ -27,13 +27,13 @@ log = logging.getLogger("train_onecycle")
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--data", type=Path, default=Path("data/prepared"))
-    p.add_argument("--max-lr", type=Path, default=Path("metrics/max_lr.json"))
-    p.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    p.add_argument("--history", type=Path, default=Path("plots/train_history.csv"))
-    p.add_argument("--figure", type=Path, default=Path("plots/training.png"))
-    p.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
-    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/train_onecycle.pt"))
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--max-lr", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--history", type=Path, required=True)
+    p.add_argument("--figure", type=Path, required=True)
+    p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
     args = p.parse_args()
     outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics]
     run_stage(lambda: train(args), outputs)
@@ -54,7 +54,7 @@ def train(args) -> None:
         train_loader = EpochLoader(train_split, tp.batch_size, params.augment, backend, train=True,
                                    num_workers=workers, **common)
         # The per-epoch test pass: batch size only sets memory (BatchNorm is in eval mode).
-        test_loader = EpochLoader(test_split, tp.batch_size, params.augment, backend, train=False, **common)
+        test_loader = EpochLoader(test_split, tp.batch_size, params.augment, None, train=False, **common)
         if place.is_main:
             log.info("%s, augmentation %s, max_lr %.4g, %d processes", rt.describe(), backend, max_lr, place.world_size)
         t0 = time.perf_counter()

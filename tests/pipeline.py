@@ -5,11 +5,11 @@ The copying and the dvc/git calls are repro/check.py's own, so the tests exercis
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
 
+from onecycle import pipeline
 from onecycle.synthetic import image_folder  # noqa: F401 (re-exported for tests)
 from repro import check
 from tests.conftest import ROOT
@@ -48,5 +48,7 @@ def write_params(project: Path, params: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def stage(script: str, project: Path, *args: str, check_rc: bool = False):
-    return run([sys.executable, f"stages/{script}.py", *args], project, check_rc)
+def train_command(out_dir: Path, prepared: Path, params_file: Path, max_lr_file: Path) -> list[str]:
+    """dvc.yaml's train_onecycle command on `prepared` and `max_lr_file`, writing under `out_dir`."""
+    inputs = {"data/prepared": prepared, "metrics/max_lr.json": max_lr_file}
+    return pipeline.command("train_onecycle", params_file, out_dir, inputs)

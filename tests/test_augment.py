@@ -8,6 +8,7 @@ and that the two backends draw those operations from the same distributions.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import albumentations as A
@@ -54,7 +55,8 @@ def test_default_recipe_output_shape_and_dtype(aug):
     assert pipeline.transforms[0].border_mode == cv2.BORDER_REFLECT_101  # "reflect" in params.yaml
 
     images = _images(5)
-    for batch in (AlbumentationsBatch(aug, seed=1)(images), TensorAugment(aug, seed=1)(torch.from_numpy(images))):
+    tensor = TensorAugment(aug)(torch.from_numpy(images), torch.Generator().manual_seed(1))
+    for batch in (AlbumentationsBatch(aug, seed=1)(images), tensor):
         assert batch.shape == (5, 3, 32, 32) and batch.dtype == torch.float32
 
 
@@ -65,21 +67,23 @@ def test_seeded_draws_are_reproducible(aug):
     for image in images:
         np.testing.assert_array_equal(one(image=image)["image"], two(image=image)["image"])
 
-    for make, batch in ((AlbumentationsBatch, images), (TensorAugment, torch.from_numpy(images))):
-        a, b, c = make(aug, seed=3), make(aug, seed=3), make(aug, seed=4)
-        first = a(batch)
-        assert torch.equal(first, b(batch))
-        assert not torch.equal(first, c(batch))
-        assert not torch.equal(a(batch), first)  # the stream moves on between calls
-        a.reseed(3)
-        assert torch.equal(a(batch), first)  # and restarts on reseed (per-epoch resume)
+    a, b, c = AlbumentationsBatch(aug, seed=3), AlbumentationsBatch(aug, seed=3), AlbumentationsBatch(aug, seed=4)
+    first = a(images)
+    assert torch.equal(first, b(images))
+    assert not torch.equal(first, c(images))
+    assert not torch.equal(a(images), first)  # the stream moves on between calls
+    a.reseed(3)
+    assert torch.equal(a(images), first)  # and restarts on reseed (per-epoch resume)
 
 
-def test_tensor_backend_takes_an_explicit_generator(aug):
+def test_tensor_backend_draws_from_the_generator_it_is_given(aug):
     images = torch.from_numpy(_images(16))
-    internal = TensorAugment(aug, seed=5)(images)
-    explicit = TensorAugment(aug, seed=None)(images, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(internal, explicit)
+    tensor = TensorAugment(aug)
+    gen = torch.Generator().manual_seed(5)
+    first = tensor(images, gen)
+    assert not torch.equal(tensor(images, gen), first)  # the generator's stream moves on
+    assert torch.equal(tensor(images, torch.Generator().manual_seed(5)), first)
+    assert not torch.equal(tensor(images, torch.Generator().manual_seed(6)), first)
 
 
 def test_each_transform_gets_its_own_random_stream(aug):
@@ -157,7 +161,8 @@ def test_tensor_backend_without_randomness_is_normalize_batch(aug):
         std=aug.std,
     )
     images = torch.from_numpy(_images(8))
-    assert torch.equal(TensorAugment(recipe, seed=0)(images), normalize_batch(images, aug.mean, aug.std))
+    out = TensorAugment(recipe)(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, normalize_batch(images, aug.mean, aug.std))
 
 
 @pytest.mark.parametrize("border_mode", ["reflect", "symmetric", "replicate", "wrap", "constant"])
@@ -170,7 +175,7 @@ def test_tensor_padding_equals_albumentations(border_mode):
     )
     images = _images(3, seed=2)
     expected = AlbumentationsBatch(recipe, seed=0)(images)
-    out = TensorAugment(recipe, seed=0)(torch.from_numpy(images))
+    out = TensorAugment(recipe)(torch.from_numpy(images), torch.Generator().manual_seed(0))
     assert out.shape == expected.shape == (3, 3, 75, 40)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
@@ -178,7 +183,7 @@ def test_tensor_padding_equals_albumentations(border_mode):
 def test_full_image_hole_is_filled_with_raw_value():
     whole = {"hole_height_range": [32, 32], "hole_width_range": [32, 32], "fill": 255, "p": 1.0}
     recipe = _recipe({"CoarseDropout": whole})
-    out = TensorAugment(recipe, seed=0)(torch.from_numpy(_images(2)))
+    out = TensorAugment(recipe)(torch.from_numpy(_images(2)), torch.Generator().manual_seed(0))
     white = torch.full((2, 32, 32, 3), 255, dtype=torch.uint8)
     assert torch.equal(out, normalize_batch(white, recipe.mean, recipe.std))
 
@@ -271,7 +276,8 @@ def test_backends_draw_from_the_same_distribution(aug):
     probe = _probe()
     n = 2048 * 8
     alb, alb_mean, alb_var = _draw(AlbumentationsBatch(recipe, seed=11), probe, 2048, 8, as_tensor=False)
-    ten, ten_mean, ten_var = _draw(TensorAugment(recipe, seed=11), probe, 2048, 8, as_tensor=True)
+    tensor = partial(TensorAugment(recipe), generator=torch.Generator().manual_seed(11))
+    ten, ten_mean, ten_var = _draw(tensor, probe, 2048, 8, as_tensor=True)
 
     for key in ("flip", "cut"):  # rate 0.5 each, and the same in both
         for draws in (alb, ten):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,13 @@ import yaml
 
 from onecycle.data import prepare
 from onecycle.params import DataParams
-from tests.conftest import ROOT
-from tests.pipeline import env, image_folder, tiny_params
+from tests.pipeline import env, image_folder, tiny_params, train_command
 
 pytestmark = pytest.mark.slow
 
 
 def launch(tmp: Path, tag: str, prepared: Path, params_file: Path) -> subprocess.CompletedProcess:
-    out = tmp / tag
-    cmd = [sys.executable, str(ROOT / "stages" / "launch.py"), str(ROOT / "stages" / "train_onecycle.py"),
-           "--params", str(params_file), "--data", str(prepared), "--max-lr", str(tmp / "max_lr.json"),
-           "--model", str(out / "model.pt"), "--history", str(out / "history.csv"),
-           "--figure", str(out / "training.png"), "--metrics", str(out / "train.json"),
-           "--checkpoint", str(out / "ckpt.pt")]
+    cmd = train_command(tmp / tag, prepared, params_file, tmp / "max_lr.json")
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
 
 
@@ -44,15 +37,16 @@ def test_two_processes_finish_write_once_and_repeat_exactly(tmp_path):
     assert "2 processes" in first.stderr
     assert first.stderr.count("Total params:") == 1  # the summary (and every log line) from rank 0 only
     assert first.stderr.count("Test set: Average loss") + first.stdout.count("Test set: Average loss") == 2
-    written = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert written == ["history.csv", "model.json", "model.pt", "train.json", "training.png"]
-    metrics = json.loads((tmp_path / "a" / "train.json").read_text())
+    written = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert written == ["metrics/train.json", "models/model.json", "models/model.pt", "plots/train_history.csv",
+                       "plots/training.png"]
+    metrics = json.loads((tmp_path / "a" / "metrics" / "train.json").read_text())
     assert metrics["epochs"] == 2
 
     second = launch(tmp_path, "b", prepared, params_file)
     assert second.returncode == 0, second.stderr[-3000:]
-    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    a = torch.load(tmp_path / "a" / "models" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda p: [line.rsplit(",", 1)[0] for line in p.read_text().splitlines()]  # noqa: E731 (drop seconds)
-    assert strip(tmp_path / "a" / "history.csv") == strip(tmp_path / "b" / "history.csv")
+    assert strip(tmp_path / "a" / "plots/train_history.csv") == strip(tmp_path / "b" / "plots/train_history.csv")

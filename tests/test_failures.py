@@ -20,59 +20,43 @@ import torch
 import yaml
 from PIL import Image
 
-from onecycle import data
+from onecycle import data, pipeline
 from onecycle.model import build_model
 from onecycle.params import DataParams
-from tests.conftest import ROOT
 from tests.pipeline import image_folder, tiny_params
 
-OUTPUTS = {
-    "download": ["prepared"],
-    "lr_range_test": ["lr_losses.csv", "max_lr.json", "lr_range.png"],
-    "train_onecycle": ["model.pt", "model.json", "history.csv", "training.png", "train.json"],
-    "evaluate": ["eval.json", "confusion.csv", "confusion.png", "mistakes.png"],
-}
-
-
-def stage_args(stage: str, tmp: Path, prepared: Path) -> list[str]:
-    o = {name: tmp / "out" / name for name in OUTPUTS[stage]}
-    if stage == "download":
-        return ["--out", str(o["prepared"])]
-    if stage == "lr_range_test":
-        return ["--data", str(prepared), "--curve", str(o["lr_losses.csv"]), "--result", str(o["max_lr.json"]),
-                "--figure", str(o["lr_range.png"])]
-    if stage == "train_onecycle":
-        return ["--data", str(prepared), "--max-lr", str(tmp / "max_lr.json"), "--model", str(o["model.pt"]),
-                "--history", str(o["history.csv"]), "--figure", str(o["training.png"]),
-                "--metrics", str(o["train.json"]), "--checkpoint", str(tmp / "ckpt.pt")]
-    return ["--data", str(prepared), "--model", str(tmp / "model.pt"), "--metrics", str(o["eval.json"]),
-            "--confusion", str(o["confusion.csv"]), "--confusion-png", str(o["confusion.png"]),
-            "--mistakes-png", str(o["mistakes.png"])]
+def stage_argv(stage: str, params_file: Path, tmp: Path, prepared: Path) -> tuple[list[str], dict[str, Path]]:
+    """The stage's command from dvc.yaml (without the interpreter), outputs under tmp/out; its outputs."""
+    inputs = {"download": {}, "lr_range_test": {"data/prepared": prepared},
+              "train_onecycle": {"data/prepared": prepared, "metrics/max_lr.json": tmp / "max_lr.json"},
+              "evaluate": {"data/prepared": prepared, "models/model.pt": tmp / "model.pt"}}[stage]
+    argv = pipeline.command(stage, params_file, tmp / "out", inputs)[1:]
+    return argv, pipeline.outputs(stage, tmp / "out")
 
 
 def run_stage(stage: str, params: dict | str, tmp: Path, prepared: Path, capsys) -> str:
     """Run the stage expecting failure; return its stderr after checking exit 2 and no outputs."""
-    out = tmp / "out"
-    out.mkdir(exist_ok=True)
-    for name in OUTPUTS[stage]:
-        if name == "prepared":
-            (out / name).mkdir(exist_ok=True)
-            (out / name / "stale.npy").write_bytes(b"stale")
-        else:
-            (out / name).write_text("stale")
     params_file = tmp / "params.yaml"
     params_file.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
-    argv = sys.argv
-    sys.argv = [f"stages/{stage}.py", "--params", str(params_file), *stage_args(stage, tmp, prepared)]
+    argv, outputs = stage_argv(stage, params_file, tmp, prepared)
+    for path in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if stage == "download":
+            path.mkdir(exist_ok=True)
+            (path / "stale.npy").write_bytes(b"stale")
+        else:
+            path.write_text("stale")
+    saved = sys.argv
+    sys.argv = argv
     try:
         with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
+            runpy.run_path(argv[0], run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv = saved
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert "error: " in err
-    left = [name for name in OUTPUTS[stage] if (out / name).exists()]
+    left = [name for name, path in outputs.items() if path.exists()]
     assert not left, f"{stage} left {left} behind"
     return err
 

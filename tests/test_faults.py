@@ -7,7 +7,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +18,11 @@ from onecycle import io
 from onecycle.data import prepare
 from onecycle.params import DataParams
 from tests.conftest import ROOT
-from tests.pipeline import env, image_folder, tiny_params
+from tests.pipeline import env, image_folder, tiny_params, train_command
 
 
 def train_cmd(tmp: Path, tag: str, prepared: Path, params_file: Path) -> list[str]:
-    out = tmp / tag
-    return [sys.executable, str(ROOT / "stages" / "train_onecycle.py"), "--params", str(params_file),
-            "--data", str(prepared), "--max-lr", str(tmp / "max_lr.json"),
-            "--model", str(out / "model.pt"), "--history", str(out / "history.csv"),
-            "--figure", str(out / "training.png"), "--metrics", str(out / "train.json"),
-            "--checkpoint", str(out / "ckpt.pt")]
+    return train_command(tmp / tag, prepared, params_file, tmp / "max_lr.json")
 
 
 def history(path: Path) -> list[dict]:
@@ -53,7 +47,7 @@ def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
                    capture_output=True, timeout=600)
 
     cmd = train_cmd(tmp_path, "killed", prepared, params_file)
-    ckpt = tmp_path / "killed" / "ckpt.pt"
+    ckpt = tmp_path / "killed" / "checkpoints" / "train_onecycle.pt"
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -63,15 +57,16 @@ def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert len(torch.load(ckpt, weights_only=True)["history"]) == 1
-    assert not (tmp_path / "killed" / "model.pt").exists()
+    assert not (tmp_path / "killed" / "models" / "model.pt").exists()
 
     rerun = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr and "after epoch 0" in rerun.stderr
     assert "Epoch=0 " not in rerun.stderr  # the finished epoch is not trained again
-    assert history(tmp_path / "killed" / "history.csv") == history(tmp_path / "whole" / "history.csv")
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    killed, whole = tmp_path / "killed" / "plots", tmp_path / "whole" / "plots"
+    assert history(killed / "train_history.csv") == history(whole / "train_history.csv")
+    a = torch.load(tmp_path / "whole" / "models" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not ckpt.exists()  # a finished run removes its checkpoint
 

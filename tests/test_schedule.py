@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from onecycle.params import TrainParams
-from onecycle.schedule import OneCycle, epoch_end_lrs
+from tests.one_cycle_oracle import OneCycle, epoch_end_lrs
 from onecycle.train import build_optimizer, build_scheduler
 
 STEPS = 391  # batches per epoch in the reference

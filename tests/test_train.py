@@ -33,9 +33,9 @@ def loaders(params: Params, n_train: int = 320, n_test: int = 100):
     return rt, train, test
 
 
-def run(params: Params, checkpoint=None, on_epoch=None):
+def run(params: Params, checkpoint=None, on_epoch=None, on_step=None):
     rt, train, test = loaders(params)
-    return fit(params, train, test, rt, 0.05, 10, checkpoint=checkpoint, on_epoch=on_epoch)
+    return fit(params, train, test, rt, 0.05, 10, checkpoint=checkpoint, on_epoch=on_epoch, on_step=on_step)
 
 
 def comparable(result):
@@ -54,6 +54,18 @@ def test_learns_and_logs_reference_format(capsys):
     tests = re.findall(r"Test set: Average loss: \d+\.\d{4}, Accuracy: (\d+)/100 \((\d+\.\d{2})%\)", log)
     assert len(tests) == 4
     assert float(tests[-1][1]) == pytest.approx(result.history[-1].test_acc, abs=0.005)
+
+
+def test_step_callback_sees_the_one_cycle_shape():
+    steps = []
+    result = run(tiny_params(epochs=2), on_step=steps.append)
+    assert [(s.epoch, s.batch, s.step) for s in steps] == [(e, b, e * 10 + b) for e in range(2) for b in range(10)]
+    lrs, moms = [s.lr for s in steps], [s.momentum for s in steps]
+    peak = lrs.index(max(lrs))
+    assert max(lrs) == pytest.approx(0.05, rel=0.05) and 0 < peak < 19  # warm-up, then anneal
+    assert lrs[0] == pytest.approx(0.05 / 25) and lrs[-1] < lrs[0]
+    assert moms[peak] == min(moms) and moms[0] == max(moms)  # momentum cycles against the LR
+    assert [h.lr for h in result.history] == [lrs[9], lrs[19]]  # an epoch logs its last step's LR
 
 
 def test_same_params_same_numbers():

@@ -1,4 +1,4 @@
-"""The one-cycle schedule as pure functions of the step number.
+"""The one-cycle schedule restated as pure functions of the step number: a test oracle.
 
 `torch.optim.lr_scheduler.OneCycleLR` drives training; these functions restate its formula so
 the schedule can be tested, plotted and logged without an optimizer, and so a test can check
