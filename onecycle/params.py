@@ -24,7 +24,7 @@ from onecycle.errors import UserError
 Source = Literal["cifar10", "archive", "folder"]
 Backend = Literal["auto", "albumentations", "tensor"]
 StepMode = Literal["exp", "linear"]
-Method = Literal["spike", "steepest", "valley", "minimum"]
+Method = Literal["edge", "spike", "steepest", "valley", "minimum"]
 Anneal = Literal["cos", "linear"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -102,10 +102,10 @@ class LrRangeParams:
     end_lr: float = 1.0
     num_iter: int = 391
     step_mode: StepMode = "exp"
-    smooth_beta: float = 0.98
+    smooth_decades: float = 0.5
     diverge_threshold: float = 5.0
     stop_above_start: bool = True
-    method: Method = "spike"
+    method: Method = "edge"
 
     def __post_init__(self) -> None:
         _positive("lr_range_test.start_lr", self.start_lr)
@@ -116,8 +116,12 @@ class LrRangeParams:
             )
         if self.num_iter < 2:
             raise ParamsError(f"lr_range_test.num_iter must be at least 2, got {self.num_iter}")
-        if not 0 <= self.smooth_beta < 1:
-            raise ParamsError(f"lr_range_test.smooth_beta must be in [0, 1), got {self.smooth_beta}")
+        decades = math.log10(self.end_lr / self.start_lr)
+        if not 0 < self.smooth_decades <= decades / 4:
+            raise ParamsError(
+                f"lr_range_test.smooth_decades must be above 0 and at most a quarter of the swept "
+                f"{decades:.3g} decades (start_lr to end_lr), got {self.smooth_decades}"
+            )
         if self.diverge_threshold <= 1:
             raise ParamsError(f"lr_range_test.diverge_threshold must be > 1, got {self.diverge_threshold}")
 

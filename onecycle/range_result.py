@@ -24,13 +24,14 @@ class RangeTestResult:
 
     Written by the lr_range_test stage; train_onecycle reads only `max_lr` (read_max_lr)."""
 
-    max_lr: float  # the chosen rule's suggestion, in LR units
+    max_lr: float  # the chosen rule's suggestion, in LR units: always one of the swept LRs
     method: str  # the rule that chose it (one of params.METHODS)
     suggestions: dict[str, float]  # every rule's pick, keyed by params.METHODS
-    warnings: list[str]  # what the rules said about the curve (fallbacks and why)
-    stop_reason: str  # lr_range's COMPLETED, DIVERGED, ...
+    fallbacks: dict[str, str]  # rule -> why it could not read the curve and fell back (empty: all read it)
+    stop_reason: str  # lr_range's COMPLETED, DIVERGED, LOST or NON_FINITE
     stop_iteration: int  # the last iteration run, from 0
-    best_smoothed_loss: float | None  # None where no smoothed loss was finite
+    start_loss: float  # mean raw loss over the first smoothing window (the untrained network's)
+    lowest_loss: float  # the lowest smoothed loss among the full points
     sweep: dict  # the sweep's settings and the training params it shares
 
     def write(self, path: Path) -> None:

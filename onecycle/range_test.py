@@ -30,7 +30,8 @@ def run_range_test(params: Params, split: Split, runtime: Runtime) -> tuple[lr_r
 
     Returns the per-batch curve and the result (every rule's pick, the chosen one, how the sweep
     ended). Raises NonFiniteLoss (a user error) when fewer than 2 finite losses were recorded,
-    AugmentError for a recipe the backend cannot run.
+    lr_range.NoDescent when the loss never fell below its start, AugmentError for a recipe the
+    backend cannot run.
     """
     lp, tp = params.lr_range_test, params.train
     backend = resolve_backend(params.augment.backend, params.augment.train)
@@ -47,27 +48,32 @@ def run_range_test(params: Params, split: Split, runtime: Runtime) -> tuple[lr_r
         return loss.item()
 
     sweep = lr_range.run_sweep(step, lp)
-    if sum(map(math.isfinite, sweep.smoothed)) < 2:
+    if sum(map(math.isfinite, sweep.losses)) < 2:
         raise NonFiniteLoss(
             f"the LR range test stopped at iteration {sweep.stop_iteration} ({sweep.stop_reason}) with fewer than "
             f"2 finite losses: lower lr_range_test.start_lr (now {lp.start_lr:g}) or check the data"
         )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", lr_range.LrSuggestionWarning)
-        suggestions = lr_range.suggest_all(sweep.lrs, sweep.smoothed)
-    for w in caught:
-        log.warning("%s", w.message)
-    max_lr = suggestions[lp.method]
+    # NoDescent (a user error: exit 2, nothing written) when the loss never fell
+    curve = lr_range.read_curve(sweep.lrs, sweep.losses, lp.smooth_decades, lp.diverge_threshold, lp.step_mode,
+                                (lp.start_lr, lp.end_lr))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lr_range.LrSuggestionWarning)  # logged below, per rule
+        picks = lr_range.suggest_all(curve)
+    for pick in picks.values():
+        if pick.fallback:
+            log.warning("warning: %s", pick.fallback)
+    max_lr = picks[lp.method].lr
     log.info("stopped: %s at iteration %d; suggestions %s; max_lr (%s) = %.4g", sweep.stop_reason,
-             sweep.stop_iteration, {k: float(f"{v:.4g}") for k, v in suggestions.items()}, lp.method, max_lr)
+             sweep.stop_iteration, {k: float(f"{v.lr:.4g}") for k, v in picks.items()}, lp.method, max_lr)
     result = RangeTestResult(
         max_lr=max_lr,
         method=lp.method,
-        suggestions=suggestions,
-        warnings=[str(w.message) for w in caught],
+        suggestions={k: v.lr for k, v in picks.items()},
+        fallbacks={k: v.fallback for k, v in picks.items() if v.fallback},
         stop_reason=sweep.stop_reason,
         stop_iteration=sweep.stop_iteration,
-        best_smoothed_loss=sweep.best_smoothed if math.isfinite(sweep.best_smoothed) else None,
+        start_loss=curve.start_loss,
+        lowest_loss=float(curve.smoothed[curve.i_min]),
         sweep=to_dict(lp) | {"batch_size": tp.batch_size, "optimizer": tp.optimizer,
                              "device": str(runtime.device), "precision": runtime.precision},
     )

@@ -23,7 +23,7 @@ def tiny_params(data_path: Path, **overrides) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(source="folder", path=str(data_path))
     raw["model"]["width"] = 8
-    raw["lr_range_test"].update(num_iter=30, smooth_beta=0.9)
+    raw["lr_range_test"].update(num_iter=30)
     raw["train"].update(epochs=2, batch_size=32, device="cpu", precision="fp32")
     raw["evaluate"].update(batch_size=64, misclassified=6)
     for key, value in overrides.items():
