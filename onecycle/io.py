@@ -1,9 +1,9 @@
-"""Atomic writes and safe loads.
+"""Atomic writes of files and folders, and safe loads.
 
-Every output goes to a temporary file beside its target and is moved into place with
-`os.replace`, so a kill at any moment leaves either the old file or the new one, and DVC
-never caches half a file. Loads never execute code from disk: JSON, CSV, and
-`torch.load(weights_only=True)`.
+Every output is written under a temp name beside its target, `.<name>.<8 hex digits>.tmp` (hidden,
+and the same pattern for files and folders), and moved into place with `os.replace`, so a kill at
+any moment leaves either the old output or the new one, and DVC never caches half of one. Loads
+never execute code from disk: JSON, CSV, and `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -14,26 +14,44 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from onecycle.errors import UserError
+
+T = TypeVar("T")
+
+TEMP_SUFFIX = ".tmp"
+# O_BINARY exists only on Windows, where a text-mode descriptor would rewrite newlines.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 class ArtifactError(UserError):
     """An input file (artifact of an earlier stage) is missing or not what it should be."""
 
 
+def _create_beside(path: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """Create a fresh temp file or folder beside `path` with `create` (which must refuse an existing
+    name); return its path and what `create` returned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return tmp, create(tmp)
+        except FileExistsError:
+            continue  # a 1-in-4-billion clash with another temp: draw another name
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temp file beside `path`; on success fsync and move it into place, on error remove it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Mode 0o666 less the umask: what open() would give (mkstemp's 0600 would hide outputs from others).
+    tmp, fd = _create_beside(path, lambda name: os.open(name, _CREATE_FLAGS, 0o666))
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode open() would give
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -45,10 +63,33 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """An empty temp folder beside `path` to fill; on success it replaces `path` whole, on error it is removed.
+
+    Write the files inside with `atomic_open` (which fsyncs them). The folder gets the mode mkdir
+    gives (0o777 less the umask; mkdtemp's would be 0700).
+    """
+    path = Path(path)
+    tmp, _ = _create_beside(path, os.mkdir)
+    try:
+        yield tmp
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Replace `path` by the folder `tmp`. A crash in between leaves no `path`, never a half-written one."""
+    old = None
+    if path.exists() or path.is_symlink():
+        # os.replace cannot move a folder onto a non-empty one: move the old output into a new temp folder first.
+        old, _ = _create_beside(path, os.mkdir)
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

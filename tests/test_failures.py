@@ -85,7 +85,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, folder) -> Path:
     out = tmp_path_factory.mktemp("prep") / "prepared"
-    data.prepare(DataParams(source="folder", path=str(folder)), out, 0)
+    data.prepare(DataParams(source="folder", path=str(folder)), out)
     return out
 
 
