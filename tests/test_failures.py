@@ -287,6 +287,14 @@ def test_diverging_training_stops_and_writes_no_model(params, tmp_path, prepared
     assert "epoch 0" in err and "batch" in err and "lower train.max_lr" in err
 
 
+def test_subset_smaller_than_the_class_count(params, tmp_path, capsys):
+    images = image_folder(tmp_path / "images", n_train=24, n_test=12, classes=12)
+    twelve = tmp_path / "prepared-12-classes"
+    data.prepare(DataParams(source="folder", path=str(images)), twelve)
+    err = run_stage("lr_range_test", edit(params, "data", train_samples=10), tmp_path, twelve, capsys)
+    assert "data.train_samples: asks for 10 images but there are 12 classes" in err
+
+
 def test_damaged_prepared_data(params, tmp_path, prepared, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()

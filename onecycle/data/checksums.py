@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from onecycle.data.members import hidden
+from onecycle.data.members import hidden, open_regular
 from onecycle.data.split import DataError
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: read size for hashing and downloading
@@ -29,9 +29,9 @@ class Digester:
 
 
 def file_digests(path: Path) -> dict[str, str]:
-    """md5 and sha256 of a file (see `Digester`)."""
+    """md5 and sha256 of a file (see `Digester`); DataError if it is not a regular file (a FIFO would never end)."""
     digester = Digester()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digester.update(chunk)
     return digester.hexdigests()

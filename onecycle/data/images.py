@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -10,6 +12,19 @@ from PIL import Image, UnidentifiedImageError
 
 from onecycle.data.members import location, read_members
 from onecycle.data.split import SIZE, SPLITS, DataError, Split
+
+# The most pixels an image may have: 4096 x 4096 (16.8 M; 64 MiB decoded at 4 bytes a pixel). A
+# 12-megapixel photo to resize fits; a decompression bomb (a 419 KB PNG of 12000 x 12000, 1.4 GB
+# decoded) does not. Read from the header, before decoding.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+# How each PIL mode becomes 8-bit RGB with data.resize: true: its full range kept, never clipped.
+# PIL's convert("RGB") does that for these (alpha is dropped; 16-bit RGB(A) PNGs open as 8-bit RGB(A)).
+_EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+# 16-bit grey (0..65535), which convert("RGB") would clip at 255 (a mid-grey becomes white): scaled here.
+_SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Any other mode (32-bit integer "I", float "F", "LAB", premultiplied "RGBa") has no range or
+# conversion to define 8-bit RGB by: refused, naming the mode.
 
 
 def read_folder(path: Path, resize: bool) -> tuple[Split, Split]:
@@ -29,6 +44,11 @@ def read_folder(path: Path, resize: bool) -> tuple[Split, Split]:
         raise DataError(
             f"train/ and test/ in {path} must have the same class folders: only in train: {only_train}, "
             f"only in test: {only_test}"
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"{path} has one class folder ({classes[0]}): a classifier needs at least 2 classes "
+            "(with one, every prediction is right); add the others"
         )
     names = {split: [name for cls in classes for name in per_split[split][cls]] for split in SPLITS}
     every = names["train"] + names["test"]
@@ -104,21 +124,50 @@ def decode_images(datas: list[bytes], wheres: list[str], resize: bool) -> np.nda
 def decode_image(data: bytes, where: str, resize: bool) -> np.ndarray:
     """A 32 x 32 x 3 uint8 RGB array from encoded image bytes.
 
-    Anything other than RGB 32x32 is an error unless `resize` (then: convert to RGB, bilinear resize):
+    Size and mode come from the header, before decoding: more than MAX_IMAGE_PIXELS is refused, and
+    so is a mode with no defined 8-bit RGB conversion. Anything other than RGB 32x32 is an error
+    unless `resize` (then: convert to 8-bit RGB, scaling 16-bit grey, and resize bilinearly):
     silently converting would hide a wrong dataset.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decode now, so a truncated file fails here and is named
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # PIL's limit is above ours
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(_too_large(where, f"{width}x{height} pixels"))
+            if image.mode not in _EIGHT_BIT_MODES | _SIXTEEN_BIT_GREY_MODES:
+                raise DataError(
+                    f"{where} is a {image.mode} image, which has no defined conversion to 8-bit RGB (only 1-, 8- and "
+                    "16-bit grey, palette, RGB, RGBA, CMYK and YCbCr images are read): save it as 8-bit RGB"
+                )
             if image.mode != "RGB" or image.size != (SIZE, SIZE):
                 if not resize:
                     raise DataError(
-                        f"{where} is a {image.mode} {image.size[0]}x{image.size[1]} image, expected RGB {SIZE}x{SIZE}: "
+                        f"{where} is a {image.mode} {width}x{height} image, expected RGB {SIZE}x{SIZE}: "
                         "convert it, or set data.resize: true to convert to RGB and resize (bilinear)"
                     )
-                return np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+                return np.asarray(_to_rgb(image).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+            image.load()  # decode now, so a truncated file fails here and is named
             return np.asarray(image)
     except UnidentifiedImageError:
         raise DataError(f"{where} is not an image PIL can read: remove it (class folders must hold only images)") from None
-    except (OSError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # PIL's own limit (2 x 89 M pixels), met in Image.open
+        raise DataError(_too_large(where, str(err))) from None
+    except OSError as err:
         raise DataError(f"{where} is a damaged image ({err}): replace or remove it") from err
+
+
+def _too_large(where: str, size: str) -> str:
+    side = math.isqrt(MAX_IMAGE_PIXELS)
+    return (f"{where} is too large ({size}): more than the {MAX_IMAGE_PIXELS:,} pixels ({side}x{side}) an image "
+            "may have, refused before decoding it; shrink it first")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from one of the accepted modes, over the mode's full range."""
+    if image.mode in _SIXTEEN_BIT_GREY_MODES:
+        grey = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")  # round(v / 257)
+    return image.convert("RGB")

@@ -114,10 +114,16 @@ def class_quotas(samples: int, num_classes: int) -> np.ndarray:
 def balanced_subset(labels: np.ndarray, classes: Sequence[str], samples: int, seed: int) -> np.ndarray:
     """Sorted indices of a class-balanced subset of `samples` images, drawn with `seed`.
 
-    Sorted, so the subset keeps the prepared order (shuffling is the loader's job).
+    Sorted, so the subset keeps the prepared order (shuffling is the loader's job). DataError if `samples` is
+    more than the split holds, fewer than the classes, or needs more of a class than it has.
     """
     if samples > len(labels):
         raise DataError(f"asks for {samples} images but the prepared split has only {len(labels)}")
+    if samples < len(classes):
+        raise DataError(
+            f"asks for {samples} images but there are {len(classes)} classes: a balanced subset needs at least "
+            f"one image of each, so ask for {len(classes)} or more"
+        )
     rng = np.random.default_rng(seed)
     chosen = []
     for label, quota in enumerate(class_quotas(samples, len(classes))):

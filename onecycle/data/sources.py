@@ -33,7 +33,7 @@ from onecycle.data.images import read_folder
 from onecycle.data.official import CIFAR10_BINARY_MD5, CIFAR10_PYTHON_MD5, read_official
 from onecycle.data.prepared import write_prepared
 from onecycle.data.split import DataError, Split
-from onecycle.io import atomic_open
+from onecycle.io import atomic_open, remove_stale_temps
 from onecycle.params import DataParams
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def prepare(
     serve a tiny archive locally (source `cifar10` with checksum `auto`).
     """
     out_dir = Path(out_dir)
+    # A run killed without cleanup (SIGKILL) leaves hidden temps, up to the size of the archive: gone at the next start.
+    for path in (out_dir, out_dir.parent / CACHE_NAME):
+        remove_stale_temps(path)
     source = _read_source(params, out_dir.parent, download_url, download_md5)
     return write_prepared(out_dir, source.train, source.test, source.info)
 
