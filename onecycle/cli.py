@@ -1,22 +1,27 @@
-"""What every stage script shares: arguments, logging, and turning bad input into a clear exit.
+"""What every stage script shares: arguments, logging, and turning bad input or SIGTERM into a clear exit.
 
 A stage's `main()` runs its work inside `run_stage`, which prints `error: <message>` and exits 2
-for every error that is the user's to fix (params, data, artifacts, devices, a diverged run),
-removing the stage's outputs first so DVC never sees a half-finished stage.
+for every error that is the user's to fix (params, data, artifacts, devices, a diverged run, a
+full disk), removing the stage's outputs first so DVC never sees a half-finished stage. SIGTERM
+ends the work the same way (`raise_on_sigterm`), with exit 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
+import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 
 from onecycle.errors import UserError
 
 EXIT_BAD_INPUT = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: how a shell reports a process ended by SIGTERM
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -37,20 +42,57 @@ def remove_outputs(paths: Iterable[Path]) -> None:
             path.unlink()
 
 
-def run_stage(work: Callable[[], None], outputs: Iterable[Path]) -> None:
-    """Run `work`; on a user error remove `outputs`, print the message and exit 2."""
-    from onecycle.distributed import is_main_process  # torch: imported once the stage runs anyway
+class Terminated(BaseException):
+    """SIGTERM arrived inside `raise_on_sigterm`. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way out swallows it."""
 
+
+@contextlib.contextmanager
+def raise_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread instead of ending the process
+    at once, so every `finally`, context manager and cleanup on the way out runs (temp files and
+    partial outputs are removed). A second SIGTERM, during that cleanup, ends the process at once.
+
+    Install it from the main thread (Python runs signal handlers there). `run_stage` uses it and
+    maps `Terminated` to exit 143.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or alone. A stage that never imported onecycle.distributed (download)
+    is never one rank of several, and need not import torch (4 s, 600 MB) to learn it."""
+    distributed = sys.modules.get("onecycle.distributed")
+    return distributed is None or distributed.is_main_process()
+
+
+def run_stage(work: Callable[[], None], outputs: Iterable[Path]) -> None:
+    """Run `work`; on a user error remove `outputs`, print the message and exit 2; on SIGTERM the same, exit 143."""
     setup_logging()
     outputs = list(outputs)
     try:
-        work()
+        with raise_on_sigterm():
+            work()
     except UserError as err:
-        if is_main_process():
+        if _is_main_process():
             remove_outputs(outputs)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except Terminated:
+        if _is_main_process():
+            remove_outputs(outputs)
+        print("error: terminated by SIGTERM: this stage's partial outputs and temp files were removed", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED)
     except BaseException:
-        if is_main_process():
+        if _is_main_process():
             remove_outputs(outputs)
         raise

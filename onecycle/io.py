@@ -1,54 +1,161 @@
-"""Atomic writes and safe loads.
+"""Atomic writes of files and folders, and safe loads.
 
-Every output goes to a temporary file beside its target and is moved into place with
-`os.replace`, so a kill at any moment leaves either the old file or the new one, and DVC
-never caches half a file. Loads never execute code from disk: JSON, CSV, and
-`torch.load(weights_only=True)`.
+Every output is written under a temp name beside its target, `.<name>.<8 hex digits>.tmp` (hidden,
+and the same pattern for files and folders), and moved into place with `os.replace`, so a kill at
+any moment leaves either the old output or the new one, and DVC never caches half of one. A run
+killed with no chance to clean up (SIGKILL, a power cut) leaves its temp behind: the next writer
+of the same output removes it first. A write that fails for want of space or permission raises
+`WriteError`, which names the output and the reason. Loads never execute code from disk: JSON,
+CSV, and `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
+import logging
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from onecycle.errors import UserError
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp"
+# O_BINARY exists only on Windows, where a text-mode descriptor would rewrite newlines.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+# Errors that mean a write failed whichever call raised them: no space, over quota, a file over the
+# size limit, a read-only file system. Others raised while an output is written (a read error,
+# a bug) keep their own type.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class ArtifactError(UserError):
     """An input file (artifact of an earlier stage) is missing or not what it should be."""
 
 
+class WriteError(UserError):
+    """An output could not be written: the disk is full, the folder is read-only or not the user's."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def _write_error(path: Path, err: OSError) -> WriteError:
+    return WriteError(path, err.strerror or str(err))
+
+
+def _temp_names(path: Path) -> re.Pattern[str]:
+    """The names of `path`'s temp siblings: this module's `.tmp`, and the `.part` (download) and `.old`
+    (the prepared folder's swap) of versions before it; 8 characters of token_hex's or mkstemp's alphabet."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(?:tmp|part|old)")
+
+
+def remove_stale_temps(path: str | Path) -> None:
+    """Remove the temp siblings of `path` that a killed run left behind (files or folders).
+
+    Every writer here calls it before writing `path`. Two writers of one output at once would remove
+    each other's temp: a stage never runs twice at once (DVC locks the repository; under torchrun
+    only rank 0 writes).
+    """
+    path = Path(path)
+    pattern = _temp_names(path)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            if pattern.fullmatch(entry.name):
+                log.info("removing %s, left behind by an interrupted run", entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+
+
+def _create_beside(path: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """Create a fresh temp file or folder beside `path` with `create` (which must refuse an existing
+    name); return its path and what `create` returned. WriteError if the folder refuses it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+            try:
+                return tmp, create(tmp)
+            except FileExistsError:
+                continue  # a 1-in-4-billion clash with another temp: draw another name
+    except OSError as err:
+        raise _write_error(path, err) from err
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temp file beside `path`; on success fsync and move it into place, on error remove it."""
+    """Open a temp file beside `path`; on success fsync and move it into place, on error remove it.
+
+    Raises WriteError (naming `path`) when the file cannot be created, or when writing fails with
+    no space, over quota or on a read-only file system, whether in the caller's writes or the fsync.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    # Mode 0o666 less the umask: what open() would give (mkstemp's 0600 would hide outputs from others).
+    tmp, fd = _create_beside(path, lambda name: os.open(name, _CREATE_FLAGS, 0o666))
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode open() would give
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            raise _write_error(path, err) from err
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """An empty temp folder beside `path` to fill; on success it replaces `path` whole, on error it is removed.
+
+    Write the files inside with `atomic_open` (which fsyncs them); a WriteError of one of them is
+    raised again naming `path`, the output the user knows. The folder gets the mode mkdir gives
+    (0o777 less the umask; mkdtemp's would be 0700).
+    """
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp, _ = _create_beside(path, os.mkdir)
+    try:
+        yield tmp
+        _swap_in(tmp, path)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, WriteError) and tmp in err.path.parents:
+            raise WriteError(path, err.reason) from err
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            raise _write_error(path, err) from err
+        raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Replace `path` by the folder `tmp`. A crash in between leaves no `path`, never a half-written one."""
+    old = None
+    if path.exists() or path.is_symlink():
+        # os.replace cannot move a folder onto a non-empty one: move the old output into a new temp folder first.
+        old, _ = _create_beside(path, os.mkdir)
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -30,7 +30,7 @@ def main() -> None:
 def download(params_path: Path, out: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    manifest = data.prepare(params.data, out, params.seed)
+    manifest = data.prepare(params.data, out)
     counts = manifest["counts"]
     log.info(
         "prepared %d train + %d test images, %d classes, from %s %s in %.1f s -> %s",

@@ -18,7 +18,7 @@ from tests.pipeline import image_folder, tiny_params
 def test_bench_prints_each_configuration_and_the_ratios(tmp_path):
     folder = image_folder(tmp_path / "images", n_train=256, n_test=64)
     prepared = tmp_path / "prepared"
-    data.prepare(DataParams(source="folder", path=str(folder)), prepared, 0)
+    data.prepare(DataParams(source="folder", path=str(folder)), prepared)
     raw = tiny_params(folder)  # fp32: the same path on every CPU type
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run(

@@ -190,7 +190,7 @@ def tree(tmp_path: Path) -> tuple[Path, Expected]:
 
 
 def run_prepare(out: Path, **params) -> dict:
-    return prepare(DataParams(**params), out, seed=1)
+    return prepare(DataParams(**params), out)
 
 
 def assert_fails(out: Path, *needles: str, **params) -> str:
@@ -547,7 +547,7 @@ def server(tmp_path: Path):
 def no_sleep(monkeypatch) -> list[float]:
     """Record the retry back-off instead of waiting it out."""
     delays: list[float] = []
-    monkeypatch.setattr(data.time, "sleep", delays.append)
+    monkeypatch.setattr(time, "sleep", delays.append)
     return delays
 
 
@@ -555,13 +555,13 @@ def test_download_verifies_caches_and_then_works_offline(out: Path, server, no_s
     www, base = server
     expected = make_binary_archive(www / "cifar-10-binary.tar.gz")
     url = f"{base}/cifar-10-binary.tar.gz"
-    manifest = prepare(DataParams(), out, 1, download_url=url, download_md5=md5(www / "cifar-10-binary.tar.gz"))
+    manifest = prepare(DataParams(), out, download_url=url, download_md5=md5(www / "cifar-10-binary.tar.gz"))
     assert_prepared(out, expected, CIFAR_CLASSES)
     assert manifest["source"] == "cifar10" and manifest["path"] == url
     cache = out.parent / data.CACHE_NAME
     assert md5(cache) == md5(www / "cifar-10-binary.tar.gz")
     shutil.rmtree(out)
-    prepare(DataParams(), out, 1, download_url="http://127.0.0.1:9/", download_md5=md5(cache))  # from the cache
+    prepare(DataParams(), out, download_url="http://127.0.0.1:9/", download_md5=md5(cache))  # from the cache
     assert_prepared(out, expected, CIFAR_CLASSES)
     assert no_sleep == []
 
@@ -570,7 +570,7 @@ def test_download_over_file_url(tmp_path: Path, out: Path) -> None:
     archive = tmp_path / "mirror" / "cifar-10-binary.tar.gz"
     archive.parent.mkdir()
     expected = make_binary_archive(archive)
-    prepare(DataParams(checksum=f"sha256:{sha256(archive)}"), out, 1, download_url=archive.as_uri())
+    prepare(DataParams(checksum=f"sha256:{sha256(archive)}"), out, download_url=archive.as_uri())
     assert_prepared(out, expected, CIFAR_CLASSES)
 
 
@@ -578,7 +578,7 @@ def test_download_with_wrong_checksum_keeps_nothing(out: Path, server, no_sleep)
     www, base = server
     make_binary_archive(www / "cifar-10-binary.tar.gz")
     with pytest.raises(DataError, match=f"expected md5:{data.CIFAR10_BINARY_MD5}, got md5:{md5(www / 'cifar-10-binary.tar.gz')}"):
-        prepare(DataParams(), out, 1, download_url=f"{base}/cifar-10-binary.tar.gz")
+        prepare(DataParams(), out, download_url=f"{base}/cifar-10-binary.tar.gz")
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # neither the cache nor the .part file
 
@@ -586,7 +586,7 @@ def test_download_with_wrong_checksum_keeps_nothing(out: Path, server, no_sleep)
 def test_offline_says_so_and_how_to_use_a_local_copy(out: Path, no_sleep) -> None:
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
-        prepare(DataParams(), out, 1, download_url="http://127.0.0.1:9/cifar-10-binary.tar.gz")
+        prepare(DataParams(), out, download_url="http://127.0.0.1:9/cifar-10-binary.tar.gz")
     message = str(info.value)
     for needle in ("after 3 attempts", "no network", "data.source: archive", "cifar-10-binary.tar.gz",
                    "cifar-10-python.tar.gz", "data.source: folder"):
@@ -599,7 +599,7 @@ def test_offline_says_so_and_how_to_use_a_local_copy(out: Path, no_sleep) -> Non
 def test_download_of_a_missing_file_fails_after_retries(out: Path, server, no_sleep) -> None:
     _, base = server
     with pytest.raises(DataError, match="could not download .* after 3 attempts"):
-        prepare(DataParams(), out, 1, download_url=f"{base}/nothing-here.tar.gz")
+        prepare(DataParams(), out, download_url=f"{base}/nothing-here.tar.gz")
 
 
 # ----------------------------------------------------------------------------- loading and subsets

@@ -25,7 +25,7 @@ def launch(tmp: Path, tag: str, prepared: Path, params_file: Path) -> subprocess
 def test_two_processes_finish_write_once_and_repeat_exactly(tmp_path):
     folder = image_folder(tmp_path / "images", n_train=200, n_test=50)
     prepared = tmp_path / "prepared"
-    prepare(DataParams(source="folder", path=str(folder)), prepared, 0)
+    prepare(DataParams(source="folder", path=str(folder)), prepared)
     raw = tiny_params(folder)
     raw["train"].update(epochs=2, batch_size=32, nproc_per_node=2)
     params_file = tmp_path / "params.yaml"

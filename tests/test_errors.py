@@ -9,8 +9,8 @@ import pytest
 from onecycle import augment, cli, data, device, errors, io, lr_range, params, train
 
 
-@pytest.mark.parametrize("cls", [params.ParamsError, data.DataError, io.ArtifactError, augment.AugmentError,
-                                 device.DeviceError, train.NonFiniteLoss])
+@pytest.mark.parametrize("cls", [params.ParamsError, data.DataError, io.ArtifactError, io.WriteError,
+                                 augment.AugmentError, device.DeviceError, train.NonFiniteLoss])
 def test_every_user_facing_error_is_a_user_error(cls):
     assert issubclass(cls, errors.UserError)
 

@@ -69,7 +69,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, folder) -> Path:
     out = tmp_path_factory.mktemp("prep") / "prepared"
-    data.prepare(DataParams(source="folder", path=str(folder)), out, 0)
+    data.prepare(DataParams(source="folder", path=str(folder)), out)
     return out
 
 
@@ -269,6 +269,14 @@ def test_diverging_training_stops_and_writes_no_model(params, tmp_path, prepared
     (tmp_path / "max_lr.json").write_text('{"max_lr": 1.0e8}')
     err = run_stage("train_onecycle", params, tmp_path, prepared, capsys)
     assert "epoch 0" in err and "batch" in err and "lower train.max_lr" in err
+
+
+def test_subset_smaller_than_the_class_count(params, tmp_path, capsys):
+    images = image_folder(tmp_path / "images", n_train=24, n_test=12, classes=12)
+    twelve = tmp_path / "prepared-12-classes"
+    data.prepare(DataParams(source="folder", path=str(images)), twelve)
+    err = run_stage("lr_range_test", edit(params, "data", train_samples=10), tmp_path, twelve, capsys)
+    assert "data.train_samples: asks for 10 images but there are 12 classes" in err
 
 
 def test_damaged_prepared_data(params, tmp_path, prepared, capsys):

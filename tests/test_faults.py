@@ -36,7 +36,7 @@ def history(path: Path) -> list[dict]:
 def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
     folder = image_folder(tmp_path / "images", n_train=1000, n_test=50)
     prepared = tmp_path / "prepared"
-    prepare(DataParams(source="folder", path=str(folder)), prepared, 0)
+    prepare(DataParams(source="folder", path=str(folder)), prepared)
     raw = tiny_params(folder)
     raw["train"].update(epochs=3, batch_size=16)  # 63 steps an epoch: about a second or more
     params_file = tmp_path / "params.yaml"
@@ -138,6 +138,6 @@ def test_scan_finds_what_it_looks_for():
 
 
 def test_package_and_stages_load_nothing_unsafely():
-    files = sorted((ROOT / "onecycle").glob("*.py")) + sorted((ROOT / "stages").glob("*.py"))
+    files = sorted((ROOT / "onecycle").rglob("*.py")) + sorted((ROOT / "stages").glob("*.py"))
     found = [hit for f in files for hit in unsafe_calls(f.read_text(), str(f.relative_to(ROOT)))]
     assert found == []
