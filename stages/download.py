@@ -1,10 +1,10 @@
 """Stage download: CIFAR-10 from the source in params.yaml's data section into the prepared arrays.
 
-    python stages/download.py [--params params.yaml] [--out data/prepared]
+    python stages/download.py --out PREPARED [--params params.yaml]   (dvc.yaml passes --out)
 
 Writes the prepared folder (train/test images and labels as .npy, classes.json, manifest.json)
 whole or not at all. The source is the official download (data.source: cifar10), a local official
-archive (archive) or an image-folder tree (folder); see onecycle/data.py.
+archive (archive) or an image-folder tree (folder); see onecycle/data/sources.py.
 """
 
 from __future__ import annotations
