@@ -3,7 +3,8 @@
     python benchmarks/lr_grid.py [--params params.yaml] [--data PREPARED] [--out benchmarks/lr_grid]
         [--seeds 3] [--grid 0.01,0.02,0.04,0.08,0.16] [--rules-only | --grid-only]
         [--epochs E] [--train-samples N] [--test-samples N] [--width W] [--range-iters N]
-        [--device D] [--precision P] [--compile | --no-compile] [--set SECTION.KEY=VALUE ...] [--jobs N]
+        [--device D] [--precision P] [--compile | --no-compile] [--set SECTION.KEY=VALUE ...]
+        [--jobs N] [--threads N]
 
 The evidence for which rule should pick the max LR (issue 14, point 5). For each seed (params.yaml's
 seed and the next ones) it runs the LR range test once, exactly as the lr_range_test stage does
@@ -34,27 +35,41 @@ figure even when nothing is left to run). The key is a sha256 of everything the 
 what train_onecycle reads from the params (seed and max LR aside: they are part of each run's name),
 the device and precision the runtime resolves to, and the prepared images and labels themselves; a
 range test's key also covers the sweep's code (onecycle/lr_range.py, onecycle/range_test.py), so new
-rules mean new picks. Change any setting and nothing old is reused. `--jobs` is not in the key: it
-changes how fast runs finish, not what they compute.
+rules mean new picks. Change any setting and nothing old is reused. `--jobs` and `--threads` are not
+in the key: they change how fast runs finish, and the order of float sums (see below), not the recipe.
 
 Full scale, on a GPU: the reference's recipe as params.yaml has it (24 epochs of all 50,000 images,
 width 64, batch 128), precision `auto` (bf16 on a GPU that has it), channels-last, augmentation
 backend `auto` (the batched tensor backend: the images live on the GPU as uint8, each batch is
-cropped, flipped and cut out there), optionally torch.compile (`--compile`):
+cropped, flipped and cut out there; the test images live there too), optionally torch.compile
+(`--compile`). Not yet run on a GPU (none was lent to the session that wrote this): its wall time, and
+whether `--jobs 2` or `--compile` pay there, are still to be measured with this command:
 
-    python benchmarks/lr_grid.py --out benchmarks/lr_grid [--jobs 2]
+    python benchmarks/lr_grid.py --out benchmarks/lr_grid [--jobs 2] [--compile]
 
-CPU-short, about 10 minutes on a 2-core AMD EPYC (AVX2, fp32): a narrow network, a subset, 3 epochs,
-a 100-batch sweep, 2 seeds. Its table answers a different question than the full one (which LR trains
-a narrow net best in 3 epochs) and the header says it is shortened:
+CPU-short, measured: 294 s wall (24 trainings of ~10 s and 3 range tests) on a shared 2-core AMD EPYC
+(AVX2, fp32), a narrow network (width 8), a 2,500-image subset, 3 epochs, a 100-batch sweep, 3 seeds.
+Its table answers a different question than the full one (which LR trains a narrow net best in 60
+steps) and its header says it is shortened:
 
     python benchmarks/lr_grid.py --data data/prepared --out /tmp/lr_grid_cpu --device cpu --precision fp32 \\
-        --width 8 --train-samples 2500 --test-samples 1000 --epochs 3 --range-iters 100 --seeds 2
+        --width 8 --train-samples 2500 --test-samples 1000 --epochs 3 --range-iters 100 --seeds 3 --threads 1
 
 `--jobs N` trains N runs at once in N worker processes fed from one queue (the range tests first).
-On one GPU that overlaps the small kernels of several narrow-batch trainings; on a CPU each worker
-gets 1/N of the torch threads, so it rarely pays there (the default is 1, in this process). The last
-line prints what it cost: the call's wall time against the sum of its runs' own times.
+On one GPU that can overlap the small kernels of several trainings; on a CPU the workers split the
+torch threads. Each call ends with what it cost: its wall time against the sum of its runs' own times.
+Measured at the CPU-short setting (4 runs, 1 seed) on the shared 2-core EPYC, two other jobs running:
+`--jobs 1 --threads 1` 45 s wall (11 s a run); `--jobs 2 --threads 1` 59 s wall (each run 21-26 s,
+1.6x overlap, plus ~15 s of worker start-up: no gain); `--jobs 1 --threads 2` 201 s (two OpenMP
+threads on cores other processes use wait on each other: hence `--threads 1` above).
+
+What a result depends on, beyond the key: the torch thread count changes the order of float sums on
+the CPU, and 60 chaotic SGD steps amplify that: the same seed and LR reached 31.4/30.2/30.0/23.4% on
+1 thread and 30.8/33.0/27.9/21.2% on 2 (max LR 0.01/0.02/0.04/0.08), as far apart as two seeds. So
+runs are reproducible bit for bit only at the same thread count (and on a GPU, cuDNN's autotuned
+kernels vary too); the key leaves threads and --jobs out, as it leaves out which seed of the same
+distribution ran, and each record keeps its thread count. Read a difference between LRs against the
+spread over seeds, never a single run.
 """
 
 from __future__ import annotations
@@ -517,40 +532,49 @@ def table(points: list[Point], tests: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+RULE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]  # rules that pick the same LR stay visible
+
+
 def plot(points: list[Point], tests: dict[int, dict], title: str, path: Path) -> None:
-    """Final test accuracy against max LR (log x): mean ± sd, each run a dot, each rule's picks a line."""
+    """Final test accuracy against max LR (log x): mean ± sd, each run a dot, each rule's picks a line.
+
+    The grid's LRs (run at every seed) are joined by a line; an LR only some seeds' rules picked is a
+    diamond on its own, its mean over those seeds. Each rule's picks are vertical lines of one colour
+    and dash, named in the legend, each marked at the top with the seeds that picked it."""
     import matplotlib.pyplot as plt  # after onecycle.plots chose the headless backend
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    done = [(p.max_lr, finals(p.runs)) for p in points if finals(p.runs)]
-    if done:
-        stats = [mean_sd(values) for _, values in done]
-        ax.errorbar([lr for lr, _ in done], [m for m, _ in stats], yerr=[sd or 0.0 for _, sd in stats],
-                    fmt="o-", color="black", capsize=4, label="final test accuracy, mean ± sd over seeds")
-        ax.scatter([lr for lr, v in done for _ in v], [a for _, v in done for a in v], s=14, color="gray",
-                   alpha=0.6, zorder=3, label="one run")
-    diverged = [p.max_lr for p in points for r in p.runs if r["status"] != "finished"]
+    for on_grid, style, label in ((True, "o-", "grid: final test accuracy, mean ± sd over seeds"),
+                                  (False, "D", "a rule's pick only: mean ± sd over the seeds that picked it")):
+        done = [(p.max_lr, mean_sd(finals(p.runs))) for p in points if p.on_grid == on_grid and finals(p.runs)]
+        if done:
+            ax.errorbar([lr for lr, _ in done], [m for _, (m, _) in done], yerr=[sd or 0.0 for _, (_, sd) in done],
+                        fmt=style, color="black" if on_grid else "dimgray", capsize=4, label=label, zorder=4)
+    runs = [(p.max_lr, r) for p in points for r in p.runs]
+    ax.scatter([lr for lr, r in runs if r["status"] == "finished"],
+               [r["final_test_acc"] for _, r in runs if r["status"] == "finished"],
+               s=14, color="gray", alpha=0.6, zorder=3, label="one run")
+    diverged = [lr for lr, r in runs if r["status"] != "finished"]
     if diverged:
         ax.scatter(diverged, [0.0] * len(diverged), marker="x", color="red", zorder=3, label="diverged (drawn at 0)")
     rules = list(dict.fromkeys(rule for t in tests.values() for rule in t["suggestions"]))
     for i, rule in enumerate(rules):
         by_lr: dict[float, list[int]] = {}
         for seed, t in sorted(tests.items()):
-            lr = t["suggestions"].get(rule)
-            if lr is not None:
-                key = next((k for k in by_lr if same_lr(k, lr)), lr)
-                by_lr.setdefault(key, []).append(seed)
-        for lr, seeds in by_lr.items():
-            ax.axvline(lr, ls="--", lw=1.2, color=f"C{i}", alpha=0.9)
-            label = rule if len(by_lr) == 1 else f"{rule} (seed {','.join(map(str, seeds))})"
-            ax.text(lr, 0.98 - 0.12 * (i % 4), f"{label} ", rotation=90, color=f"C{i}", fontsize=8,
-                    va="top", ha="right", transform=ax.get_xaxis_transform())
+            if rule in t["suggestions"]:
+                lr = t["suggestions"][rule]
+                by_lr.setdefault(next((k for k in by_lr if same_lr(k, lr)), lr), []).append(seed)
+        for n, (lr, seeds) in enumerate(by_lr.items()):
+            ax.axvline(lr, ls=RULE_STYLES[i % len(RULE_STYLES)], lw=1.4, color=f"C{i}",
+                       label=f"{rule}'s pick" if n == 0 else None)
+            ax.text(lr, 1.0 - 0.035 * (i + 1), f"s{','.join(map(str, seeds))} ", color=f"C{i}", fontsize=7,
+                    ha="right", va="top", transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
     ax.set_xlabel("max LR of the one-cycle schedule (log scale)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no run hidden behind it
     plots.save_figure(fig, path)
 
 

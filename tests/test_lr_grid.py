@@ -115,6 +115,14 @@ def test_table_gives_mean_and_sample_sd_over_seeds_and_each_rule_at_its_own_pick
 # ----------------------------------------------------------------------------- the command
 
 
+def test_bad_input_stops_before_any_run_with_exit_2(prepared, tmp_path, capsys):
+    params, _ = prepared
+    assert grid_call((params, tmp_path / "nowhere"), tmp_path / "out") == 2
+    assert "error: " in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert grid_call(prepared, tmp_path / "out", "--set", "seed=5") == 2  # the grid sets the seeds itself
+    assert "--seeds" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_grid_writes_table_figure_and_runs_then_a_second_call_runs_nothing(prepared, tmp_path, capsys):
     out = tmp_path / "out"
