@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test setup repro-check bench clean
+.PHONY: run test setup repro-check bench lr-grid clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ repro-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# Final test accuracy against max LR at each rule's pick and a grid (full scale: a GPU); options in
+# LR_GRID_ARGS, e.g. make lr-grid LR_GRID_ARGS="--jobs 2". Restartable: finished runs are kept.
+lr-grid: $(STAMP)
+	$(BIN)/python benchmarks/lr_grid.py $(LR_GRID_ARGS)
 
 clean:
 	rm -rf $(VENV)
