@@ -1,7 +1,7 @@
 """Every rule's pick from real range tests at several sweep lengths and seeds, with their spread.
 
     python benchmarks/sweep_lengths.py [--params params.yaml] [--data PREPARED]
-        [--lengths 391,100] [--seeds 0,1,2] [--width W] [--out benchmarks/sweep_lengths.json]
+        [--lengths 391,100] [--seeds 0,1,2] [--width W] [--set SECTION.KEY=VALUE] [--out FILE]
 
 Runs the project's own range test (onecycle.range_test.run_range_test, as the lr_range_test stage
 does) at the params' settings, with `lr_range_test.num_iter` and `seed` overridden, and prints each
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,6 +55,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
     p.add_argument("--width", type=int, default=None, help="model.width override (a narrow net for a CPU)")
     p.add_argument("--train-samples", type=int, default=None, help="data.train_samples override")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other param override, e.g. lr_range_test.end_lr=10 (YAML value)")
     p.add_argument("--out", type=Path, default=None, help="also write every pick as JSON here")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -63,6 +67,10 @@ def main() -> None:
         base["model"]["width"] = args.width
     if args.train_samples:
         base["data"]["train_samples"] = args.train_samples
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        base[section][name] = yaml.safe_load(value)
 
     runs = []
     for n in lengths:

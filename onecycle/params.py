@@ -105,7 +105,7 @@ class LrRangeParams:
     smooth_decades: float = 0.5
     diverge_threshold: float = 5.0
     stop_above_start: bool = True
-    method: Method = "edge"
+    method: Method = "spike"
 
     def __post_init__(self) -> None:
         _positive("lr_range_test.start_lr", self.start_lr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -176,7 +177,9 @@ def fit(
     """Train for params.train.epochs with OneCycle peaking at max_lr, resuming from `checkpoint`.
 
     `on_epoch` is called after each epoch's checkpoint, `on_step` after each optimizer step (on
-    every process: the caller decides which one logs). Neither syncs the device."""
+    every process: the caller decides which one logs). Neither syncs the device. After a resume,
+    both are first called for the restored epochs (`_replay`), so a logger that starts afresh
+    ends with what an uninterrupted run logs."""
     tp = params.train
     run = init_training(params, runtime, num_classes, max_lr / tp.div_factor, log_summary=place.is_main)
     run.scheduler = build_scheduler(run.optimizer, tp, max_lr, len(train_loader))
@@ -189,6 +192,7 @@ def fit(
         result.history = [EpochStats(**row) for row in history]
         if place.is_main:
             log.info("resuming from %s after epoch %d of %d", checkpoint, len(history) - 1, tp.epochs)
+        _replay(result.history, tp, max_lr, len(train_loader), on_epoch, on_step)
     start = len(result.history)
     distributed.agree_on_start(start, runtime.device, checkpoint)
     run.model = distributed.wrap(run.raw_model, place, runtime.device, tp.sync_batchnorm)
@@ -217,6 +221,35 @@ def fit(
         if on_epoch is not None:
             on_epoch(stats)
     return result
+
+
+def _replay(
+    history: list[EpochStats],
+    tp: TrainParams,
+    max_lr: float,
+    steps_per_epoch: int,
+    on_epoch: Callable[[EpochStats], None] | None,
+    on_step: Callable[[StepStats], None] | None,
+) -> None:
+    """Call the callbacks for the epochs a checkpoint restored, as if they had just run.
+
+    Each step's LR and momentum are recomputed by stepping the same torch OneCycleLR on a
+    throwaway optimizer: the schedule is a function of the step count alone, so the values are
+    the ones the interrupted run trained with, bit for bit."""
+    if on_step is not None:
+        dummy = nn.Linear(1, 1)
+        optimizer = build_optimizer(dummy, tp, max_lr / tp.div_factor)
+        scheduler = build_scheduler(optimizer, tp, max_lr, steps_per_epoch)
+    for stats in history:
+        for b in range(steps_per_epoch if on_step is not None else 0):
+            group = optimizer.param_groups[0]
+            momentum = group["betas"][0] if "betas" in group else group["momentum"]
+            on_step(StepStats(stats.epoch, b, stats.epoch * steps_per_epoch + b, group["lr"], momentum))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()": intended
+                scheduler.step()
+        if on_epoch is not None:
+            on_epoch(stats)
 
 
 def _train_epoch(

@@ -1,7 +1,8 @@
 """Stage train_onecycle: OneCycle training of the ResNet at the max LR the range test chose.
 
 Writes the model (state dict + resolved params), the per-epoch history, its figure and the
-metrics. Resumes from its checkpoint after a kill; under torchrun only rank 0 writes.
+metrics; while it runs, every epoch (and every step's LR and momentum) goes to the DVCLive
+folder (onecycle/live.py), which `dvc exp show` and `dvc plots` read as the run goes on. Resumes from its checkpoint after a kill; under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from onecycle.cli import parser, run_stage
 from onecycle.data import load_split
 from onecycle.device import data_workers, runtime
 from onecycle.distributed import barrier, process_group
+from onecycle.live import LiveLog
 from onecycle.model import save_weights
 from onecycle.params import load_params, reads
 from onecycle.range_result import read_max_lr
@@ -34,8 +36,9 @@ def main() -> None:
     p.add_argument("--figure", type=Path, required=True)
     p.add_argument("--metrics", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--live", type=Path, required=True, help="DVCLive folder: metrics while training runs")
     args = p.parse_args()
-    outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics]
+    outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics, args.live]
     run_stage(lambda: train(args), outputs)
 
 
@@ -58,8 +61,12 @@ def train(args) -> None:
         if place.is_main:
             log.info("%s, augmentation %s, max_lr %.4g, %d processes", rt.describe(), backend, max_lr, place.world_size)
         t0 = time.perf_counter()
+        live = LiveLog(args.live) if place.is_main else None
         result = fit(params, train_loader, test_loader, rt, max_lr, len(train_split.classes),
-                     checkpoint=args.checkpoint, place=place)
+                     checkpoint=args.checkpoint, place=place, on_epoch=live and live.epoch,
+                     on_step=live and live.step)
+        if live is not None:
+            live.close(result.history[-1].epoch)
         if place.is_main:
             write_outputs(args, params, max_lr, train_split.classes, result, time.perf_counter() - t0, rt)
             args.checkpoint.unlink(missing_ok=True)  # finished: a changed param must start fresh

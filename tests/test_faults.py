@@ -25,6 +25,21 @@ def train_cmd(tmp: Path, tag: str, prepared: Path, params_file: Path) -> list[st
     return train_command(tmp / tag, prepared, params_file, tmp / "max_lr.json")
 
 
+def live_files(out: Path) -> dict[str, str]:
+    """Every file of the DVCLive folder but the per-epoch wall times, by relative path."""
+    live = out / "dvclive"
+    return {str(p.relative_to(live)): p.read_text() for p in sorted(live.rglob("*"))
+            if p.is_file() and p.name != "seconds.tsv"} | {"metrics.json": _without_seconds(live / "metrics.json")}
+
+
+def _without_seconds(path: Path) -> str:
+    import json
+
+    data = json.loads(path.read_text())
+    data.pop("seconds")
+    return json.dumps(data, sort_keys=True)
+
+
 def history(path: Path) -> list[dict]:
     rows = list(csv.DictReader(path.open()))
     for row in rows:
@@ -65,6 +80,8 @@ def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert "Epoch=0 " not in rerun.stderr  # the finished epoch is not trained again
     killed, whole = tmp_path / "killed" / "plots", tmp_path / "whole" / "plots"
     assert history(killed / "train_history.csv") == history(whole / "train_history.csv")
+    # DVCLive's folder: the resumed run cleared it and replayed the checkpoint's epochs and steps
+    assert live_files(tmp_path / "killed") == live_files(tmp_path / "whole")
     a = torch.load(tmp_path / "whole" / "models" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -86,3 +87,39 @@ def test_experiments_run_and_show(project):
     header, *rows = table.splitlines()
     assert "train.epochs" in header and "accuracy" in header
     assert len(rows) >= 2
+
+
+def test_metrics_are_visible_while_training_runs(tmp_path):
+    """DVCLive's metrics.json holds epoch 0 while a 3-epoch `dvc repro` is still training."""
+    import subprocess
+    import time
+
+    from tests.pipeline import env
+
+    data = image_folder(tmp_path / "images", n_train=600, n_test=50)
+    params = tiny_params(data)
+    params["train"].update(epochs=3, batch_size=16, max_lr=0.05)  # ~1 s or more per epoch here
+    proj = project_copy(tmp_path / "p", params)
+    dvc("repro", "download", cwd=proj)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_onecycle"], cwd=proj, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = proj / "dvclive" / "metrics.json"
+    seen = None
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen = json.loads(live.read_text())
+        except (OSError, ValueError):  # not written yet, or caught mid-write (DVCLive writes in place)
+            seen = None
+        if seen is not None and not (proj / "models" / "model.pt").exists():
+            break
+        time.sleep(0.05)
+    running = proc.poll() is None
+    proc.wait(timeout=600)
+    assert running and seen is not None, "no DVCLive metrics were seen while training ran"
+    assert seen["step"] in (0, 1) and 0 <= seen["test"]["acc"] <= 100 and seen["train"]["loss"] > 0
+    assert proc.returncode == 0
+    final = json.loads(live.read_text())
+    assert final["step"] == 2 and "schedule" not in final  # the per-step LR is a chart, not a metric
+    lrs = (proj / "dvclive" / "plots" / "metrics" / "schedule" / "lr.tsv").read_text().splitlines()
+    assert lrs[0] == "step\tlr" and len(lrs) == 1 + 3 * 38  # 600 images in batches of 16: 38 steps an epoch
