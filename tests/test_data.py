@@ -732,3 +732,15 @@ def test_real_cifar10_jpeg(tmp_path: Path) -> None:
     assert 100 < train.images.mean() < 150  # natural photos, not blank decodes
     assert load_s < 5, f"loading 60,000 prepared images took {load_s:.1f} s"
     print(f"prepared in {prepare_s:.1f} s, loaded in {load_s:.2f} s")
+
+
+def test_a_relative_data_path_is_read_from_the_project_even_in_an_experiment_copy(tmp_path: Path) -> None:
+    from onecycle.data.sources import resolve_data_path
+
+    project = tmp_path / "proj"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    for cwd in (project, copy):
+        path, base = resolve_data_path("../shared/x.tar", cwd)
+        assert base == project.resolve() and path == base / "../shared/x.tar"
+    assert resolve_data_path("/abs/x.tar", copy) == (Path("/abs/x.tar"), None)

@@ -89,6 +89,20 @@ def test_experiments_run_and_show(project):
     assert len(rows) >= 2
 
 
+def test_a_temp_experiment_reads_a_relative_data_path_from_the_project(project):
+    """`--temp` (like queued) experiments run in a copy under .dvc/tmp/exps/: a relative data.path
+    still means relative to the project the user runs from."""
+    import os
+
+    proj, params = project
+    relative = os.path.relpath(params["data"]["path"], proj)
+    assert not os.path.isabs(relative)
+    out = dvc("exp", "run", "--temp", "-S", f"data.path={relative}", "-S", "train.epochs=1", cwd=proj)
+    assert "download" in " ".join(ran_stages(out.stdout))
+    table = dvc("exp", "show", "--no-pager", "--csv", cwd=proj).stdout
+    assert relative in table
+
+
 def test_metrics_are_visible_while_training_runs(tmp_path):
     """DVCLive's metrics.json holds epoch 0 while a 3-epoch `dvc repro` is still training."""
     import subprocess

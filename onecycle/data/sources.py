@@ -82,12 +82,30 @@ def prepare(
     return write_prepared(out_dir, source.train, source.test, source.info)
 
 
+def resolve_data_path(raw: str, cwd: Path | None = None) -> tuple[Path, Path | None]:
+    """data.path as the user meant it, and the folder a relative one was read from (None: absolute).
+
+    A relative path is relative to the project folder the user runs DVC in. Queued and `--temp`
+    experiments run in a copy of the project under <project>/.dvc/tmp/exps/...: there a relative
+    path is read from <project>, where the user wrote it, not from the copy."""
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path, None
+    here = (Path.cwd() if cwd is None else cwd).resolve()
+    parts = here.parts
+    copy = next((i for i in range(len(parts) - 1) if parts[i] == ".dvc" and parts[i + 1] == "tmp"), None)
+    base = Path(*parts[:copy]) if copy is not None else here
+    return base / path, base
+
+
 def _read_source(params: DataParams, cache_dir: Path, url: str, md5: str) -> _Source:
     if params.source == "cifar10":
         return _read_cifar10(params, cache_dir / CACHE_NAME, url, md5)
-    path = Path(params.path).expanduser()
+    path, base = resolve_data_path(params.path)
     if not path.exists():
-        raise DataError(f"data.path {path} does not exist: set data.path in params.yaml to your local archive or folder")
+        where = f" (a relative path is read from the project folder, {base})" if base is not None else ""
+        raise DataError(f"data.path {params.path} does not exist{where}: set data.path in params.yaml to your "
+                        "local archive or folder, relative to the project folder or absolute")
     if params.source == "archive":
         sha256 = check_source_file(path, params.checksum, (CIFAR10_BINARY_MD5, CIFAR10_PYTHON_MD5))
         train, test, fmt = read_official(path)
