@@ -137,3 +137,17 @@ def test_metrics_are_visible_while_training_runs(tmp_path):
     assert final["step"] == 2 and "schedule" not in final  # the per-step LR is a chart, not a metric
     lrs = (proj / "dvclive" / "plots" / "metrics" / "schedule" / "lr.tsv").read_text().splitlines()
     assert lrs[0] == "step\tlr" and len(lrs) == 1 + 3 * 38  # 600 images in batches of 16: 38 steps an epoch
+
+
+def test_a_fresh_clone_shows_the_committed_metrics_and_plots(project, tmp_path):
+    proj, _ = project
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(proj), str(clone)], tmp_path)
+    for path in ("metrics/eval.json", "metrics/train.json", "metrics/max_lr.json", "plots/lr_losses.csv",
+                 "plots/train_history.csv", "dvclive/metrics.json"):
+        assert (clone / path).is_file(), f"{path} is not committed with git"
+    assert not (clone / "models" / "model.pt").exists()  # the model stays in DVC's cache
+    shown = dvc("metrics", "show", cwd=clone)
+    assert "accuracy" in shown.stdout and "failed" not in (shown.stdout + shown.stderr).lower()
+    header = dvc("exp", "show", "--no-pager", "--csv", cwd=clone).stdout.splitlines()[0]
+    assert "accuracy" in header and "max_lr" in header
