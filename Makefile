@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The page `dvc plots show`/`diff` draw on, with vega, vega-lite and vega-embed inlined so the charts draw
+# offline; .dvc/config names it (plots.html_template). Generated from an installed package, never committed.
+PLOTS_PAGE := .dvc/offline_page.html
 
 .PHONY: run test setup repro-check bench lr-grid clean
 
@@ -21,13 +24,16 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP) $@
 
-setup: $(STAMP)
+$(PLOTS_PAGE): onecycle/plots_template.py $(STAMP)
+	$(BIN)/python -m onecycle.plots_template
+
+setup: $(STAMP) $(PLOTS_PAGE)
 
 # PATH: the stage commands in dvc.yaml call `python`, which must be the venv's.
-run: $(STAMP)
+run: $(STAMP) $(PLOTS_PAGE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(PLOTS_PAGE)
 	$(BIN)/python -m pytest -q --durations=10
 
 # Users' CI: the committed profile must reproduce repro/expected/ (also run by `make test`).

@@ -1,4 +1,5 @@
-"""The range test's files: metrics/max_lr.json (read by train_onecycle) and the curve plots/lr_losses.csv.
+"""The range test's files: metrics/max_lr.json (read by train_onecycle), the curve plots/lr_losses.csv and
+every rule's pick beside it, plots/lr_picks.csv (what the DVC chart marks).
 
 Its own small module (not onecycle.lr_range) so that train_onecycle depends on the files' format
 alone: a change to the sweep or the rules reruns the range test, and training reruns only if the
@@ -7,6 +8,8 @@ result it writes changes.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,3 +57,35 @@ CURVE_COLUMNS = ["iteration", "lr", "loss", "smoothed_loss"]  # plots/lr_losses.
 def write_curve(path: Path, sweep: SweepResult) -> None:
     """The sweep's per-batch rows as CSV (CURVE_COLUMNS): what `dvc plots` draws."""
     io.write_csv(path, CURVE_COLUMNS, list(zip(sweep.iterations, sweep.lrs, sweep.losses, sweep.smoothed)))
+
+
+PICKS_COLUMNS = ["rule", "lr", "smoothed_loss", "chosen", "fallback"]  # plots/lr_picks.csv, one row per rule
+
+
+def write_picks(path: Path, sweep: SweepResult, suggestions: Mapping[str, float], chosen: str,
+                fallbacks: Mapping[str, str]) -> None:
+    """Every rule's pick as CSV (PICKS_COLUMNS), so `dvc plots` can mark them on the curve.
+
+    `suggestions`, `chosen` and `fallbacks` as in RangeTestResult (its suggestions, method and fallbacks).
+    Columns: rule; lr, its suggestion (LR units); smoothed_loss, the smoothed curve at that LR, where
+    the chart puts the pick's dot (empty when the LR lies outside the finite curve); chosen, 1 for the
+    rule that set max_lr, else 0; fallback, why the rule could not read the curve and fell back (empty:
+    it read it).
+    """
+    rows = [[rule, lr, _smoothed_at(lr, sweep.lrs, sweep.smoothed), int(rule == chosen), fallbacks.get(rule, "")]
+            for rule, lr in suggestions.items()]
+    io.write_csv(path, PICKS_COLUMNS, rows)
+
+
+def _smoothed_at(lr: float, lrs: list[float], smoothed: list[float]) -> float | str:
+    """The smoothed loss at `lr`, linear in log(LR) between the finite points around it; "" outside them.
+
+    Every pick is one of the swept LRs, so this is that row's value; interpolating keeps it defined
+    for an LR between rows."""
+    import numpy as np
+
+    x, y = np.log(np.asarray(lrs, dtype=float)), np.asarray(smoothed, dtype=float)  # the sweep's LRs are > 0
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.any() or not x[finite][0] <= math.log(lr) <= x[finite][-1]:
+        return ""
+    return float(np.interp(math.log(lr), x[finite], y[finite]))
