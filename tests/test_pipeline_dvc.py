@@ -151,3 +151,21 @@ def test_a_fresh_clone_shows_the_committed_metrics_and_plots(project, tmp_path):
     assert "accuracy" in shown.stdout and "failed" not in (shown.stdout + shown.stderr).lower()
     header = dvc("exp", "show", "--no-pager", "--csv", cwd=clone).stdout.splitlines()[0]
     assert "accuracy" in header and "max_lr" in header
+
+
+def test_seeds_aggregate_per_configuration(project):
+    proj, _ = project
+    for seed in (1, 2):
+        dvc("exp", "run", "-S", f"seed={seed}", "-S", "train.epochs=1", cwd=proj)
+    shown = dvc("exp", "show", "--json", cwd=proj).stdout
+    import subprocess
+
+    from tests.pipeline import env
+
+    out = subprocess.run([sys.executable, "-m", "onecycle.experiments"], input=shown, cwd=proj, env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "1, 2" in line]
+    assert len(rows) == 1, out.stdout
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert int(cells[2]) >= 2 and "±" in cells[3]  # runs, mean ± sd over the seeds

@@ -178,6 +178,10 @@ def write_outputs(proj: Path, chosen: str, epochs: int) -> None:
                  [[e, 0.1, 2 - 0.1 * e, 20 + 5 * e, 2.1 - 0.1 * e, 18 + 5 * e, 1.0] for e in range(epochs)])
     io.write_csv(proj / "plots/confusion.csv", ["actual", "predicted"],  # three images a class, cats taken for dogs
                  [[name, "dog" if name == NEVER_PREDICTED else name] for name in CLASSES for _ in range(3)])
+    schedule = proj / "dvclive/plots/metrics/schedule"  # what DVCLive writes: the one-cycle shape per step
+    io.write_text(schedule / "lr.tsv", "step\tlr\n" + "".join(f"{k}\t{0.01 * min(k, 5)}\n" for k in range(10 * epochs)))
+    io.write_text(schedule / "momentum.tsv", "step\tmomentum\n" + "".join(
+        f"{k}\t{0.95 - 0.02 * min(k, 5)}\n" for k in range(10 * epochs)))
     counts = np.eye(len(CLASSES), dtype=int)
     plots.plot_confusion(counts, CLASSES, proj / "plots/confusion.png")
     plots.plot_training([], proj / "plots/training.png")
@@ -192,7 +196,7 @@ def project(tmp_path_factory, page):
     shutil.copy2(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
     io.write_text(plots_template.configured_path(proj), page)
     write_outputs(proj, "edge", epochs=2)
-    run(["git", "add", "-f", "plots"], proj)  # in git, not DVC's cache: `plots diff` reads them at HEAD all the same
+    run(["git", "add", "-f", "plots", "dvclive"], proj)  # in git, not DVC's cache: `plots diff` reads them at HEAD all the same
     run(["git", "commit", "-qm", "plots"], proj)
     write_outputs(proj, "spike", epochs=3)
     return proj
@@ -260,6 +264,9 @@ def offline(command: list[str]) -> list[str]:
     return [*command, *cut]
 
 
+CHARTS = 7  # dvc.yaml's vega charts: range test, accuracy, loss, LR by epoch, LR and momentum by step, confusion
+
+
 def charts_drawn(chromium: str, page: Path, profile: Path) -> tuple[int, int]:
     """(charts on the page, charts drawn): vegaEmbed calls in the page, and canvases after it ran."""
     dom = subprocess.run(offline([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
@@ -275,6 +282,6 @@ def test_every_chart_draws_offline_in_chromium(chromium, project, tmp_path):
     # DVC's own page, which loads the libraries from a CDN: none of its charts may draw, or the network was not cut
     (tmp_path / "dvc_default.html").write_text("<html><head>{scripts}</head><body>{plot_divs}</body></html>")
     dvc("plots", "show", "-o", str(tmp_path / "cdn"), "--html-template", str(tmp_path / "dvc_default.html"), cwd=project)
-    assert charts_drawn(chromium, tmp_path / "cdn" / "index.html", tmp_path / "profile") == (5, 0)
-    assert charts_drawn(chromium, tmp_path / "show" / "index.html", tmp_path / "profile") == (5, 5)
-    assert charts_drawn(chromium, tmp_path / "diff" / "index.html", tmp_path / "profile") == (5, 5)
+    assert charts_drawn(chromium, tmp_path / "cdn" / "index.html", tmp_path / "profile") == (CHARTS, 0)
+    assert charts_drawn(chromium, tmp_path / "show" / "index.html", tmp_path / "profile") == (CHARTS, CHARTS)
+    assert charts_drawn(chromium, tmp_path / "diff" / "index.html", tmp_path / "profile") == (CHARTS, CHARTS)
