@@ -238,7 +238,7 @@ def test_params_file_refused_with_the_reason(name, content, words, tmp_path, pre
     stage_fails("train_onecycle", write_params(tmp_path, content()), tmp_path, prepared, capsys, *words)
 
 
-def test_a_duplicate_key_in_the_committed_file_would_fail_the_repo_check(tmp_path):
+def test_the_committed_params_and_an_explicit_empty_mapping_pass_the_strict_loader(tmp_path):
     """The committed params.yaml itself passes the strict loader (no duplicates, no anchors)."""
     assert load_params(ROOT / "params.yaml").seed == 1
     assert load_params(write_params(tmp_path, "{}")) == parse_params({})  # `{}` is every default, on purpose
