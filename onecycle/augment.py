@@ -26,12 +26,13 @@ tuples.
 
 from __future__ import annotations
 
-import functools
-
+import dataclasses
 import difflib
+import functools
 import inspect
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
@@ -41,7 +42,7 @@ import torch
 
 from onecycle.errors import UserError
 from onecycle.params import BACKENDS as BACKEND_CHOICES
-from onecycle.params import AugmentParams
+from onecycle.params import AugmentParams, shown
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class AlbumentationsBatch:
 
 def _make_transform(index: int, item: dict) -> A.BasicTransform:
     ((name, args),) = item.items()
-    where = f"augment.train[{index}] {name}"
+    where = f"augment.train[{index}] {str(name)[:60]}"
     cls = getattr(A, str(name), None) if not str(name).startswith("_") else None
     if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
         known = [n for n, v in vars(A).items() if isinstance(v, type) and issubclass(v, A.BasicTransform)]
@@ -153,13 +154,16 @@ def _make_transform(index: int, item: dict) -> A.BasicTransform:
         )
     if name in APPENDED_BY_CODE:
         raise AugmentError(f"{where}: {APPENDED_BY_CODE[name]}; remove it ({FIX_HINT})")
+    named = [key for key in (args or {}) if not isinstance(key, str)]
+    if named:
+        raise AugmentError(f"{where}: argument names are words, got {shown(named[0], 60)} ({FIX_HINT})")
     kwargs = {key: _convert_arg(where, key, value) for key, value in (args or {}).items()}
     allowed = _argument_names(cls)
     if allowed is not None:
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise AugmentError(
-                f"{where}: unknown argument {unknown[0]!r}; "
+                f"{where}: unknown argument {shown(unknown[0], 60)}; "
                 f"its arguments are {', '.join(sorted(allowed))} ({FIX_HINT})"
             )
     try:
@@ -191,7 +195,7 @@ def _lookup(where: str, key: str, value: str, table: dict[str, int]) -> int:
         return table[value.lower()]
     except KeyError:
         raise AugmentError(
-            f"{where}: {key} must be one of {', '.join(table)} (or an OpenCV constant), got {value!r} ({FIX_HINT})"
+            f"{where}: {key} must be one of {', '.join(table)} (or an OpenCV constant), got {shown(value)} ({FIX_HINT})"
         ) from None
 
 
@@ -208,7 +212,7 @@ def _describe_error(err: Exception) -> str:
             parts = []
             for e in items:
                 field = ".".join(str(x) for x in e.get("loc", ())) or "arguments"
-                got = "" if e.get("type") == "missing" or not e.get("loc") else f" (got {e.get('input')!r})"
+                got = "" if e.get("type") == "missing" or not e.get("loc") else f" (got {shown(e.get('input'))})"
                 parts.append(f"{field}: {e.get('msg')}{got}")
             return "; ".join(parts)
     return str(err)
@@ -238,21 +242,274 @@ def resolve_backend(aug_backend: str, train: Sequence[dict]) -> str:
 
 
 def validate(aug: AugmentParams, backend: str | None = None, image_shape: tuple[int, int, int] = (32, 32, 3)) -> None:
-    """Build the pipeline (and the tensor one for backend 'tensor') and run it once on a blank
-    image, so a bad recipe fails before any work with an AugmentError naming the problem: an
-    unknown transform or argument, a crop larger than the image, a recipe that changes the size."""
+    """Check the recipe before any work, so that it cannot fail or exhaust memory mid-run: AugmentError
+    naming the transform and the problem.
+
+    1. Build it (unknown transforms or arguments; for backend 'tensor', transforms it lacks).
+    2. Without running anything, bound the size of every image each transform can make from
+       `image_shape` (check_sizes): over MAX_AUGMENT_PIXELS, or a crop or hole larger than its
+       image, is refused.
+    3. Run every transform with its probability forced to 1, DRAWS times, in both backends: a step
+       that fails only when drawn (a CoarseDropout hole larger than the image at p 0.5) fails
+       here, and one that changes the size only some of the time is refused; the result must be
+       `image_shape` again (the network's input).
+    """
     pipeline = build_albumentations(aug, seed=0)
     if (backend or aug.backend) == "tensor":
         _tensor_ops(pipeline)
+    check_sizes(pipeline, image_shape)
+    forced = always_applied(aug)
+    _exercise_albumentations(build_albumentations(forced, seed=0), pipeline, image_shape)
+    if (backend or aug.backend) == "tensor":
+        _exercise_tensor(forced, image_shape)
+
+
+MAX_AUGMENT_PIXELS = 1024 * 1024  # per image, at any step of the recipe (and inside a step): 3 MiB as uint8,
+# 12 MiB as float32, 384 MiB for a batch of 128 on the tensor backend; 32x32 times 32 a side, room for any real
+# recipe. Resize to 30000x30000 (2.7 GB) had the out-of-memory killer end the stage.
+DRAWS = 8  # runs of the forced recipe: random sizes and offsets get several draws each, at ~1 ms a run
+
+
+def always_applied(aug: AugmentParams) -> AugmentParams:
+    """`aug` with every transform's p set to 1: the recipe validate runs, so that no step escapes the check."""
+    train = tuple({name: {**(args or {}), "p": 1.0}} for item in aug.train for name, args in item.items())
+    return dataclasses.replace(aug, train=train)
+
+
+def check_sizes(pipeline: A.Compose, image_shape: tuple[int, ...]) -> None:
+    """Bound, without running anything, the largest image each transform of `pipeline` (but the last,
+    Normalize) can make, starting from `image_shape`; AugmentError at the first over MAX_AUGMENT_PIXELS
+    or that does not fit its image (a crop or hole larger than it)."""
+    h, w = image_shape[:2]
+    for index, transform in enumerate(pipeline.transforms[:-1]):
+        where = f"augment.train[{index}] {type(transform).__name__}"
+        out_h, out_w, inside = size_bound(transform, h, w, where)
+        largest = max(out_h * out_w, inside)
+        if not largest <= MAX_AUGMENT_PIXELS:  # NaN-safe: a NaN argument is refused too
+            raise AugmentError(
+                f"{where} would make images of up to {_pixels(largest)} pixels from {h}x{w} ones "
+                f"({_side(out_h)}x{_side(out_w)} out); the limit is {MAX_AUGMENT_PIXELS:,} pixels (1024x1024) per "
+                f"image at any step, so that augmentation cannot exhaust memory ({FIX_HINT})"
+            )
+        h, w = math.ceil(out_h), math.ceil(out_w)
+
+
+def _exercise_albumentations(forced: A.Compose, pipeline: A.Compose, image_shape: tuple[int, int, int]) -> None:
+    """Run each forced transform in turn, DRAWS times, from a blank image (see validate)."""
+    for _ in range(DRAWS):
+        image = np.zeros(image_shape, np.uint8)
+        for index, (transform, original) in enumerate(zip(forced.transforms, pipeline.transforms)):
+            name = type(transform).__name__
+            where = "augment.train" if index == len(forced.transforms) - 1 else f"augment.train[{index}] {name}"
+            try:
+                out = transform(image=image)["image"]
+            except Exception as err:  # albumentations raises its own errors (CropSizeError, ValueError...)
+                raise AugmentError(
+                    f"{where} fails on a {image.shape[0]}x{image.shape[1]} image: {_cut(err)} ({FIX_HINT})"
+                ) from err
+            if out.shape[:2] != image.shape[:2] and original.p < 1:
+                raise AugmentError(
+                    f"{where} turns {image.shape[0]}x{image.shape[1]} images into {out.shape[0]}x{out.shape[1]} "
+                    f"only with probability p={original.p:g}: images of one batch must have one size; "
+                    f"set p: 1 ({FIX_HINT})"
+                )
+            image = out
+        if image.shape != image_shape:
+            raise AugmentError(
+                f"augment.train turns {image_shape[0]}x{image_shape[1]} images into {image.shape[0]}x{image.shape[1]}: "
+                f"the network needs {image_shape[0]}x{image_shape[1]} ({FIX_HINT})"
+            )
+
+
+def _exercise_tensor(forced: AugmentParams, image_shape: tuple[int, int, int]) -> None:
+    """Run the forced recipe on the tensor backend, one batch of DRAWS blank images (each draws its own)."""
+    generator = torch.Generator().manual_seed(0)
     try:
-        out = pipeline(image=np.zeros(image_shape, np.uint8))["image"]
-    except Exception as err:  # albumentations raises its own errors (CropSizeError, ValueError...)
-        raise AugmentError(f"augment.train fails on a {image_shape[0]}x{image_shape[1]} image: {err} ({FIX_HINT})") from err
-    if out.shape != image_shape:
+        out = TensorAugment(forced)(torch.zeros((DRAWS, *image_shape), dtype=torch.uint8), generator)
+    except AugmentError:
+        raise
+    except Exception as err:  # torch's own, e.g. "random_ expects 'from' to be less than 'to'"
+        raise AugmentError(f"augment.train fails on the tensor backend: {_cut(err)} ({FIX_HINT})") from err
+    if tuple(out.shape[2:]) != image_shape[:2]:
         raise AugmentError(
-            f"augment.train turns {image_shape[0]}x{image_shape[1]} images into {out.shape[0]}x{out.shape[1]}: "
-            f"the network needs {image_shape[0]}x{image_shape[1]} ({FIX_HINT})"
+            f"augment.train turns {image_shape[0]}x{image_shape[1]} images into {out.shape[2]}x{out.shape[3]} on the "
+            f"tensor backend: the network needs {image_shape[0]}x{image_shape[1]} ({FIX_HINT})"
         )
+
+
+def _cut(err: Exception, limit: int = 300) -> str:
+    text = str(err)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- size rules
+# For every albumentations 2.0.8 transform that can make an image larger (as its output, or inside it: a
+# kernel, a zoomed copy, a padded one), the largest it can make from an h x w image, worst case over
+# its draws: (out_h, out_w, largest inside in pixels). Every other transform keeps the size, which the
+# forced run checks after it runs. Each rule may also refuse a size that does not fit the image.
+
+SizeRule = Callable[[Any, int, int, str], tuple[float, float, float]]
+
+
+def _keeps_size(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    return h, w, h * w
+
+
+def _top(value: Any) -> float:
+    """The largest number in a number, a range or a nested sequence of them (0 for None)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, dict):
+        return max((_top(v) for v in value.values()), default=0.0)
+    if isinstance(value, (tuple, list)):
+        return max((_top(v) for v in value), default=0.0)
+    return float(value)
+
+
+def _fixed(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Output of a fixed size: Resize, RandomSizedBBoxSafeCrop, CropNonEmptyMaskIfExists... (height, width)."""
+    return t.height, t.width, h * w
+
+
+def _fixed_size(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """RandomResizedCrop, RandomSizedCrop: size (height, width)."""
+    return t.size[0], t.size[1], h * w
+
+
+def _crop(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """RandomCrop, CenterCrop: (height, width), padded first only with pad_if_needed."""
+    if not t.pad_if_needed and (t.height > h or t.width > w):
+        raise AugmentError(
+            f"{where}: crop {t.height}x{t.width} is larger than the {h}x{w} image it gets; pad first "
+            f"(PadIfNeeded) or set pad_if_needed: true ({FIX_HINT})"
+        )
+    return t.height, t.width, max(t.height, h) * max(t.width, w)
+
+
+def _crop_box(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Crop: the box x_min..x_max, y_min..y_max."""
+    return t.y_max - t.y_min, t.x_max - t.x_min, max(t.y_max, h) * max(t.x_max, w)
+
+
+def _scale(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """RandomScale: sides times 1 + scale_limit, at most 1 + its upper end."""
+    factor = 1.0 + _top(t.scale_limit)
+    return h * factor, w * factor, h * w
+
+
+def _max_size(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """LongestMaxSize, SmallestMaxSize: one side becomes max_size (or max_size_hw's); the other keeps the ratio."""
+    side = max(_top(t.max_size), _top(t.max_size_hw)) * max(h, w) / min(h, w)
+    return side, side, h * w
+
+
+def _pad_if_needed(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    def padded(size: int, least: int | None, divisor: int | None) -> float:
+        return max(size, least) if least is not None else math.ceil(size / divisor) * divisor
+
+    return padded(h, t.min_height, t.pad_height_divisor), padded(w, t.min_width, t.pad_width_divisor), h * w
+
+
+def _pad(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Pad: at most twice its largest padding on each side."""
+    extra = 2 * _top(t.padding)
+    return h + extra, w + extra, h * w
+
+
+def _crop_and_pad(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """CropAndPad: padded by up to its largest px (or percent of the side) each side; resized back with keep_size."""
+    if t.px is not None:
+        inner = (h + 2 * max(_top(t.px), 0), w + 2 * max(_top(t.px), 0))
+    else:
+        grow = 1 + 2 * max(_top(t.percent), 0)
+        inner = (h * grow, w * grow)
+    out = (h, w) if t.keep_size else inner
+    return out[0], out[1], inner[0] * inner[1]
+
+
+def _affine(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Affine: the same size, but with fit_output the bounding box of the warped image: at most its sides'
+    sum, scaled, plus the shear's slant."""
+    if not t.fit_output:
+        return h, w, h * w
+    shear = min(_top({k: tuple(abs(v) for v in r) for k, r in t.shear.items()}), 90.0)
+    side = (h + w) * _top(t.scale) * (1 + (math.tan(math.radians(shear)) if shear < 90 else math.inf))
+    return side, side, h * w
+
+
+def _perspective(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    if t.fit_output:
+        raise AugmentError(
+            f"{where}: fit_output: true is not supported: its output size depends on the draw and has no bound "
+            f"(16,562 px a side from a 32x32 image in 3,000 draws); keep fit_output false ({FIX_HINT})"
+        )
+    return h, w, h * w
+
+
+def _zoom_blur(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """ZoomBlur: zoomed copies of the image, up to max_factor times its sides, inside."""
+    factor = _top(t.max_factor)
+    return h, w, h * w * factor * factor
+
+
+def _motion_blur(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """MotionBlur: a square kernel of its largest blur_limit a side, inside."""
+    return h, w, max(h * w, _top(t.blur_limit) ** 2)
+
+
+def _defocus(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Defocus: a disk kernel of 2 * max(8, radius) + 1 a side, inside."""
+    return h, w, max(h * w, (2 * max(8.0, _top(t.radius)) + 1) ** 2)
+
+
+def _transposed(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """Transpose, D4, SquareSymmetry, RandomRotate90: h and w may swap."""
+    side = max(h, w)
+    return side, side, h * w
+
+
+def _holes(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    """CoarseDropout: in pixels (when hole_height_range's upper end is >= 1, as albumentations decides), the
+    smallest hole must fit the image: a larger one fails when drawn (`low >= high`, or on the tensor backend
+    `random_ expects 'from' < 'to'`), however rarely p lets it be drawn."""
+    if t.hole_height_range[1] >= 1:
+        for axis, (low, _), size in (("height", t.hole_height_range, h), ("width", t.hole_width_range, w)):
+            if low > size:
+                raise AugmentError(
+                    f"{where}: hole_{axis}_range starts at {low:g} px, more than the {h}x{w} image's {axis}: "
+                    f"the hole cannot be placed; make it at most {size} ({FIX_HINT})"
+                )
+    return h, w, h * w
+
+
+def _mosaic(t: Any, h: int, w: int, where: str) -> tuple[float, float, float]:
+    return t.target_size[0], t.target_size[1], max(h * w, t.target_size[0] * t.target_size[1],
+                                                   t.cell_shape[0] * t.cell_shape[1])
+
+
+_SIZE_RULES: dict[type, SizeRule] = {
+    A.Resize: _fixed, A.RandomSizedBBoxSafeCrop: _fixed, A.CropNonEmptyMaskIfExists: _fixed,
+    A.AtLeastOneBBoxRandomCrop: _fixed, A.RandomResizedCrop: _fixed_size, A.RandomSizedCrop: _fixed_size,
+    A.RandomCrop: _crop, A.CenterCrop: _crop, A.Crop: _crop_box, A.RandomScale: _scale,
+    A.LongestMaxSize: _max_size, A.SmallestMaxSize: _max_size, A.PadIfNeeded: _pad_if_needed, A.Pad: _pad,
+    A.CropAndPad: _crop_and_pad, A.Affine: _affine, A.Perspective: _perspective, A.ZoomBlur: _zoom_blur,
+    A.MotionBlur: _motion_blur, A.Defocus: _defocus, A.Transpose: _transposed, A.D4: _transposed,
+    A.SquareSymmetry: _transposed, A.RandomRotate90: _transposed, A.CoarseDropout: _holes, A.Mosaic: _mosaic,
+}
+
+
+def size_bound(transform: A.BasicTransform, h: int, w: int, where: str = "") -> tuple[float, float, float]:
+    """The largest (out_h, out_w, pixels inside) `transform` can make from an h x w image, by its rule in
+    _SIZE_RULES (or the same size); AugmentError (naming `where`) for a size that does not fit the image."""
+    return _SIZE_RULES.get(type(transform), _keeps_size)(transform, h, w, where or type(transform).__name__)
+
+
+def _pixels(value: float) -> str:
+    return f"{value:,.0f}" if math.isfinite(value) else str(value)
+
+
+def _side(value: float) -> str:
+    return f"{math.ceil(value)}" if math.isfinite(value) else str(value)
 
 
 # ----------------------------------------------------------------------------- tensor backend
@@ -393,7 +650,7 @@ class _Cutout:
     Holes are filled with the raw pixel value `fill` (per channel if a tuple)."""
 
     def __init__(self, t: A.CoarseDropout, where: str) -> None:
-        _require(not isinstance(t.fill, str), where, f"fill must be a number or one per channel, got {t.fill!r}")
+        _require(not isinstance(t.fill, str), where, f"fill must be a number or one per channel, got {shown(t.fill)}")
         self.p = t.p
         self.num_holes = t.num_holes_range
         self.ranges = (t.hole_height_range, t.hole_width_range)
@@ -458,7 +715,7 @@ def _border_index(idx: torch.Tensor, n: int, mode: int) -> tuple[torch.Tensor, t
 
 def _fill_values(fill: Any, where: str) -> tuple[float, ...]:
     values = tuple(fill) if isinstance(fill, (tuple, list)) else (fill,)
-    _require(all(0 <= v <= 255 for v in values), where, f"fill must be raw pixel values in [0, 255], got {fill!r}")
+    _require(all(0 <= v <= 255 for v in values), where, f"fill must be raw pixel values in [0, 255], got {shown(fill)}")
     return values
 
 

@@ -3,7 +3,9 @@
 A stage's `main()` runs its work inside `run_stage`, which prints `error: <message>` and exits 2
 for every error that is the user's to fix (params, data, artifacts, devices, a diverged run, a
 full disk), removing the stage's outputs first so DVC never sees a half-finished stage. SIGTERM
-ends the work the same way (`raise_on_sigterm`), with exit 143.
+ends the work the same way (`raise_on_sigterm`), with exit 143; `die_with_parent` makes the kernel
+send that SIGTERM when the process that started the stage (dvc) ends, so no stage outlives it.
+Warnings are logged as `warning: <message>`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -30,8 +33,47 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+class _Formatter(logging.Formatter):
+    """The message alone; `warning: ` before warnings (and `error: ` before errors) so they stand out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the signal a process receives when its parent ends
+
+
+def die_with_parent(parent: int) -> bool:
+    """Ask Linux to send this process SIGTERM when its parent ends; `parent` is os.getppid() read as early
+    as the process could (its first lines). Returns whether the request is in place (False off Linux).
+
+    Without it, SIGTERM to `dvc` alone left the training running with parent 1, and the next `dvc repro`
+    trained beside it. If the parent already ended before the request took effect (this process was
+    reparented in between), the SIGTERM it missed is sent now. The signal ends a stage like any SIGTERM:
+    inside `run_stage`, cleanup and exit 143. Linux sends it when the parent *thread* that started this
+    process ends; dvc starts stages from its main thread, which waits for them. Off Linux nothing is
+    done here: the checkpoint lock (onecycle.checkpoint.lock) still keeps two trainings apart.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        logging.getLogger(__name__).warning(
+            "cannot ask to end with the parent process (prctl: %s)", os.strerror(ctypes.get_errno())
+        )
+        return False
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 def remove_outputs(paths: Iterable[Path]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from onecycle.errors import UserError
+from onecycle.params import shown
 
 T = TypeVar("T")
 
@@ -181,11 +182,19 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[A
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """torch.save, atomically (checkpoints and the model file)."""
+    """torch.save, atomically (checkpoints and the model file); WriteError naming `path` on a full disk.
+
+    Serialized in memory first, then written: torch.save writing into a file that fills up reports
+    "unexpected pos 285376 vs 285272" (a RuntimeError) instead of the OSError, while a plain write keeps
+    ENOSPC for atomic_open to name. The cost is one copy of the file in memory (~50 MB for the
+    reference network's checkpoint).
+    """
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
+        handle.write(buffer.getbuffer())
 
 
 def load_torch(path: str | Path, what: str) -> Any:
@@ -207,19 +216,44 @@ def load_torch(path: str | Path, what: str) -> Any:
         raise ArtifactError(f"{what} {path} is damaged or not a torch file: {err}") from err
 
 
+MAX_JSON_BYTES = 1 << 20  # the JSON files stages read (metrics/max_lr.json) are a few KB
+
+
 def read_json(path: str | Path, what: str) -> Any:
+    """The JSON file `path` written by an earlier stage (`what` names it in messages).
+
+    ArtifactError when it is missing, not a regular file, over MAX_JSON_BYTES, not UTF-8 JSON, or nested
+    deeper than Python's recursion limit lets json read (a 100,000-deep list was a RecursionError traceback).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(f"{what} {path} not found: run the stage that writes it first (dvc repro)")
+    if not path.is_file():
+        raise ArtifactError(f"{what} {path} is not a regular file: rerun the stage that writes it")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_JSON_BYTES + 1)  # bounded even if it grows while read
+    except OSError as err:
+        raise ArtifactError(f"cannot read {what} {path}: {err.strerror or err}") from err
+    if len(data) > MAX_JSON_BYTES:
+        raise ArtifactError(f"{what} {path} is over {MAX_JSON_BYTES:,} bytes, not what the stage writes: rerun it")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, or an integer of more than 4,300 digits
         raise ArtifactError(f"{what} {path} is not valid JSON ({err}): rerun the stage that writes it") from err
+    except RecursionError:
+        raise ArtifactError(
+            f"{what} {path} nests values deeper than Python can read (the stage writes 3 levels): rerun it"
+        ) from None
 
 
 def finite_float(value: Any, key: str, path: str | Path) -> float:
     """A positive finite float read from a file, or ArtifactError naming the key and file."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ArtifactError(f"{key} in {path} must be a positive finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond float's range
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        raise ArtifactError(f"{key} in {path} must be a positive finite number, got {shown(value)}")
+    return number
 

@@ -61,7 +61,7 @@ def run_range_test(params: Params, split: Split, runtime: Runtime) -> tuple[lr_r
         picks = lr_range.suggest_all(curve)
     for pick in picks.values():
         if pick.fallback:
-            log.warning("warning: %s", pick.fallback)
+            log.warning("%s", pick.fallback)
     max_lr = picks[lp.method].lr
     log.info("stopped: %s at iteration %d; suggestions %s; max_lr (%s) = %.4g", sweep.stop_reason,
              sweep.stop_iteration, {k: float(f"{v.lr:.4g}") for k, v in picks.items()}, lp.method, max_lr)

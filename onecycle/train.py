@@ -10,6 +10,7 @@ as the reference's log:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -30,9 +31,11 @@ from onecycle.distributed import Place
 from onecycle.evaluate import predict
 from onecycle.errors import UserError
 from onecycle.model import build_model, summary
-from onecycle.params import Params, TrainParams
+from onecycle.params import Params, ParamsError, TrainParams
 
 log = logging.getLogger(__name__)
+
+MIN_WARMUP_STEPS = 10  # a rise to max_lr in fewer optimizer steps than this is a jump, not a warm-up: warn
 
 
 class NonFiniteLoss(UserError):
@@ -119,7 +122,49 @@ def build_optimizer(model: nn.Module, tp: TrainParams, lr: float) -> torch.optim
     return opt(model.parameters(), lr=lr, betas=(tp.momentum, 0.999), weight_decay=tp.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, tp: TrainParams, max_lr: float, steps_per_epoch: int):
+def warmup_steps(tp: TrainParams, total_steps: int) -> float:
+    """Where OneCycleLR's rise ends, as a step index from 0: pct_start * total_steps - 1 (its own formula).
+
+    At or below 0 there is no warm-up at all: 0 divides by zero inside OneCycleLR, and below 0 the first
+    step is already past the peak, so the run starts at max_lr. Otherwise the LR needs ceil() of it steps
+    to climb from max_lr / div_factor to max_lr.
+    """
+    return tp.pct_start * total_steps - 1
+
+
+def check_schedule(tp: TrainParams, steps_per_epoch: int, warn: bool = True) -> None:
+    """ParamsError when the one-cycle schedule of `tp` over `steps_per_epoch` batches cannot warm up; with
+    `warn`, a logged warning when its warm-up has fewer than MIN_WARMUP_STEPS steps. (The max LR's range is
+    the stage's to check, params.check_lr: a library caller may want a diverging run.)"""
+    total = tp.epochs * steps_per_epoch
+    rise = warmup_steps(tp, total)
+    steps = f"{_count(total, 'optimizer step')} ({_count(tp.epochs, 'epoch')} of {_count(steps_per_epoch, 'batch')})"
+    if rise <= 0:
+        need = math.floor(1 / tp.pct_start) + 1  # the fewest steps with pct_start * steps > 1
+        raise ParamsError(
+            f"train.pct_start {tp.pct_start:g} x {steps} leaves no warm-up step: the LR would start at its peak "
+            f"(OneCycleLR needs pct_start x steps above 1). Train for at least {need} steps (more train.epochs or "
+            f"images, or a smaller train.batch_size)"
+            + (f", or raise train.pct_start above {1 / total:.3g}" if total > 1 else "")
+        )
+    if warn and rise < MIN_WARMUP_STEPS:
+        log.warning(
+            "train.pct_start %g x %s gives a warm-up of only %s (fewer than %d): the LR jumps to max_lr "
+            "instead of climbing; train longer or raise train.pct_start for a real warm-up",
+            tp.pct_start, steps, _count(math.ceil(rise), "step"), MIN_WARMUP_STEPS,
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}{'es' if noun.endswith('ch') else 's'}"
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, tp: TrainParams, max_lr: float, steps_per_epoch: int, warn: bool = True
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """OneCycleLR over tp.epochs x steps_per_epoch steps peaking at max_lr, after check_schedule (which
+    warns of a short warm-up with `warn`: one process of several says it)."""
+    check_schedule(tp, steps_per_epoch, warn)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lr,
@@ -176,51 +221,56 @@ def fit(
 ) -> FitResult:
     """Train for params.train.epochs with OneCycle peaking at max_lr, resuming from `checkpoint`.
 
+    The schedule is checked first (build_scheduler: ParamsError when it has no warm-up). While it trains,
+    the main process holds the checkpoint's lock (checkpoint.lock): a second training of the same
+    checkpoint raises CheckpointBusy at once instead of overwriting this one's epochs.
     `on_epoch` is called after each epoch's checkpoint, `on_step` after each optimizer step (on
     every process: the caller decides which one logs). Neither syncs the device. After a resume,
     both are first called for the restored epochs (`_replay`), so a logger that starts afresh
     ends with what an uninterrupted run logs."""
     tp = params.train
     run = init_training(params, runtime, num_classes, max_lr / tp.div_factor, log_summary=place.is_main)
-    run.scheduler = build_scheduler(run.optimizer, tp, max_lr, len(train_loader))
-    result = FitResult(model=run.raw_model, train_images=train_loader.num_images * place.world_size)
+    run.scheduler = build_scheduler(run.optimizer, tp, max_lr, len(train_loader), warn=place.is_main)
+    owner = place.is_main and checkpoint is not None  # rank 0 alone writes the checkpoint, so it alone locks it
+    with ckpt.lock(checkpoint) if owner else contextlib.nullcontext():
+        result = FitResult(model=run.raw_model, train_images=train_loader.num_images * place.world_size)
 
-    key = ckpt.fingerprint(params, max_lr, train_loader.split, place.world_size)
-    state = ckpt.load(checkpoint, key)
-    if state is not None:
-        history, result.train_seconds = ckpt.restore(state, run)
-        result.history = [EpochStats(**row) for row in history]
-        if place.is_main:
-            log.info("resuming from %s after epoch %d of %d", checkpoint, len(history) - 1, tp.epochs)
-        _replay(result.history, tp, max_lr, len(train_loader), on_epoch, on_step)
-    start = len(result.history)
-    distributed.agree_on_start(start, runtime.device, checkpoint)
-    run.model = distributed.wrap(run.raw_model, place, runtime.device, tp.sync_batchnorm)
-    if tp.compile:
-        run.model = torch.compile(run.model, dynamic=False)  # two fixed shapes (full and last batch)
-    for epoch in range(start, tp.epochs):
-        t0 = time.perf_counter()
-        lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place, on_step)
-        test_loss, correct, total = test_pass(run.model, test_loader, runtime)
-        if not math.isfinite(test_loss):
-            raise NonFiniteLoss(
-                f"the test loss became {test_loss} after epoch {epoch}, batch {len(train_loader) - 1} "
-                f"(last LR {lr:.4g}): the weights diverged; lower train.max_lr and rerun"
+        key = ckpt.fingerprint(params, max_lr, train_loader.split, place.world_size)
+        state = ckpt.load(checkpoint, key)
+        if state is not None:
+            history, result.train_seconds = ckpt.restore(state, run)
+            result.history = [EpochStats(**row) for row in history]
+            if place.is_main:
+                log.info("resuming from %s after epoch %d of %d", checkpoint, len(history) - 1, tp.epochs)
+            _replay(result.history, tp, max_lr, len(train_loader), on_epoch, on_step)
+        start = len(result.history)
+        distributed.agree_on_start(start, runtime.device, checkpoint)
+        run.model = distributed.wrap(run.raw_model, place, runtime.device, tp.sync_batchnorm)
+        if tp.compile:
+            run.model = torch.compile(run.model, dynamic=False)  # two fixed shapes (full and last batch)
+        for epoch in range(start, tp.epochs):
+            t0 = time.perf_counter()
+            lr, train_loss, train_acc, seconds = _train_epoch(run, train_loader, epoch, place, on_step)
+            test_loss, correct, total = test_pass(run.model, test_loader, runtime)
+            if not math.isfinite(test_loss):
+                raise NonFiniteLoss(
+                    f"the test loss became {test_loss} after epoch {epoch}, batch {len(train_loader) - 1} "
+                    f"(last LR {lr:.4g}): the weights diverged; lower train.max_lr and rerun"
+                )
+            if place.is_main:
+                tqdm.write(
+                    f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
+                )
+            stats = EpochStats(
+                epoch, lr, train_loss, train_acc, test_loss, 100.0 * correct / total, time.perf_counter() - t0
             )
-        if place.is_main:
-            tqdm.write(
-                f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
-            )
-        stats = EpochStats(
-            epoch, lr, train_loss, train_acc, test_loss, 100.0 * correct / total, time.perf_counter() - t0
-        )
-        result.history.append(stats)
-        result.train_seconds += seconds
-        if place.is_main and checkpoint is not None:
-            ckpt.save(checkpoint, key, run, [asdict(h) for h in result.history], result.train_seconds)
-        if on_epoch is not None:
-            on_epoch(stats)
-    return result
+            result.history.append(stats)
+            result.train_seconds += seconds
+            if place.is_main and checkpoint is not None:
+                ckpt.save(checkpoint, key, run, [asdict(h) for h in result.history], result.train_seconds)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return result
 
 
 def _replay(
@@ -239,7 +289,7 @@ def _replay(
     if on_step is not None:
         dummy = nn.Linear(1, 1)
         optimizer = build_optimizer(dummy, tp, max_lr / tp.div_factor)
-        scheduler = build_scheduler(optimizer, tp, max_lr, steps_per_epoch)
+        scheduler = build_scheduler(optimizer, tp, max_lr, steps_per_epoch, warn=False)
     for stats in history:
         for b in range(steps_per_epoch if on_step is not None else 0):
             group = optimizer.param_groups[0]

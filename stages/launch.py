@@ -3,20 +3,27 @@
     python stages/launch.py stages/train_onecycle.py [args...]
 
 One process per GPU on this machine; for several machines call torchrun yourself (README).
+The stage ends with the process that started it (dvc): see onecycle.cli.die_with_parent. The request
+survives the exec into torchrun, whose workers torchrun ends when it gets the signal.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import runpy
-import sys
-from pathlib import Path
 
-from onecycle.params import ParamsError, load_params
+PARENT = os.getppid()  # first, before the imports: the parent may end while they run
+
+import argparse  # noqa: E402
+import runpy  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from onecycle.cli import die_with_parent  # noqa: E402
+from onecycle.params import ParamsError, load_params  # noqa: E402
 
 
 def main() -> None:
+    die_with_parent(PARENT)
     if len(sys.argv) < 2:
         sys.exit("usage: python stages/launch.py STAGE_SCRIPT [args...]")
     script, rest = sys.argv[1], sys.argv[2:]

@@ -20,7 +20,7 @@ from onecycle.device import data_workers, runtime
 from onecycle.distributed import barrier, process_group
 from onecycle.live import LiveLog
 from onecycle.model import save_weights
-from onecycle.params import load_params, reads
+from onecycle.params import check_lr, load_params, reads
 from onecycle.range_result import read_max_lr
 from onecycle.train import fit
 
@@ -45,7 +45,11 @@ def main() -> None:
 def train(args) -> None:
     params = load_params(args.params)
     tp = params.train
-    max_lr = read_max_lr(args.max_lr) if tp.max_lr == "auto" else tp.max_lr
+    if tp.max_lr == "auto":
+        max_lr = check_lr(read_max_lr(args.max_lr), f"max_lr in {args.max_lr}",
+                          "rerun `dvc repro lr_range_test`, or set train.max_lr")
+    else:
+        max_lr = tp.max_lr
     with process_group(tp.device) as place:
         rt = runtime(tp.device, tp.precision, tp.channels_last, place.local_rank)
         backend = resolve_backend(params.augment.backend, params.augment.train)

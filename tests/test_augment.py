@@ -21,9 +21,11 @@ from onecycle.augment import (
     AlbumentationsBatch,
     AugmentError,
     TensorAugment,
+    always_applied,
     build_albumentations,
     normalize_batch,
     resolve_backend,
+    size_bound,
     validate,
 )
 from onecycle.params import AugmentParams, load_params
@@ -312,11 +314,41 @@ def test_backends_draw_from_the_same_distribution(aug):
 
 @pytest.mark.parametrize(
     ("item", "words"),
-    [({"RandomCrop": {"height": 36, "width": 36}}, ["fails on a 32x32 image"]),
-     ({"Resize": {"height": 64, "width": 64}}, ["into 64x64", "needs 32x32"])],
+    [({"RandomCrop": {"height": 36, "width": 36}}, ["crop 36x36 is larger than the 32x32 image"]),
+     ({"Resize": {"height": 64, "width": 64}}, ["into 64x64", "needs 32x32"]),
+     ({"XYMasking": {"num_masks_x": 1, "mask_x_length": 40, "p": 0.1}}, ["XYMasking fails on a 32x32 image"])],
 )
-def test_validate_runs_the_recipe_once_on_a_blank_image(item, words):
+def test_validate_checks_sizes_and_runs_the_recipe_on_a_blank_image(item, words):
     with pytest.raises(AugmentError) as err:
         validate(_recipe(item, backend="albumentations"))
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("item", [
+    {"Resize": {"height": 40, "width": 50}},
+    {"RandomScale": {"scale_limit": [0.2, 0.5]}},
+    {"LongestMaxSize": {"max_size": [40, 64]}},
+    {"SmallestMaxSize": {"max_size": 40}},
+    {"SmallestMaxSize": {"max_size_hw": [40, None]}},
+    {"PadIfNeeded": {"min_height": 48, "min_width": 40}},
+    {"PadIfNeeded": {"min_height": None, "min_width": None, "pad_height_divisor": 20, "pad_width_divisor": 7}},
+    {"Pad": {"padding": [1, 2, 3, 4]}},
+    {"RandomResizedCrop": {"size": [24, 40]}},
+    {"CropAndPad": {"px": [1, 5, 3, -2], "keep_size": False}},
+    {"CropAndPad": {"px": [-2, 6], "keep_size": False}},
+    {"CropAndPad": {"percent": 0.3, "keep_size": False}},
+    {"Affine": {"scale": [0.5, 2.0], "rotate": [-180, 180], "shear": [-30, 30], "fit_output": True}},
+    {"RandomCrop": {"height": 40, "width": 40, "pad_if_needed": True}},
+    {"Crop": {"x_min": 2, "y_min": 3, "x_max": 20, "y_max": 30}},
+    {"Transpose": {}},
+    {"RandomRotate90": {}},
+], ids=lambda item: next(iter(item)))
+def test_size_rules_bound_what_the_transforms_make(item):
+    """validate refuses a recipe by these bounds before running it: each must hold for every draw."""
+    (transform,) = build_albumentations(always_applied(_recipe(item)), seed=0).transforms[:-1]
+    image = np.zeros((32, 48, 3), np.uint8)  # not square, so a rule that mixes up the sides shows
+    bound_h, bound_w, _ = size_bound(transform, 32, 48)
+    for _ in range(200):
+        out = transform(image=image)["image"]
+        assert out.shape[0] <= math.ceil(bound_h) and out.shape[1] <= math.ceil(bound_w), (out.shape, bound_h, bound_w)

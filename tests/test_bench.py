@@ -23,7 +23,7 @@ def test_bench_prints_each_configuration_and_the_ratios(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--params", str(tmp_path / "params.yaml"),
-         "--data", str(prepared), "--images", "128", "--steps", "1", "--rounds", "2", "--threads", "1"],
+         "--data", str(prepared), "--images", "160", "--steps", "1", "--rounds", "2", "--threads", "1"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -91,7 +91,7 @@ def edit(raw: dict, section: str, **values) -> dict:
 PARAM_CASES = [
     ("train_onecycle", lambda p: edit(p, "train", bogus=1), ["unknown key train.bogus"]),
     ("train_onecycle", lambda p: edit(p, "train", epochs="ten"), ["train.epochs", "integer"]),
-    ("lr_range_test", lambda p: edit(p, "lr_range_test", start_lr=0.0), ["lr_range_test.start_lr", "> 0"]),
+    ("lr_range_test", lambda p: edit(p, "lr_range_test", start_lr=0.0), ["lr_range_test.start_lr", "between 1e-10"]),
     ("lr_range_test", lambda p: edit(p, "lr_range_test", start_lr=1.0, end_lr=0.5), ["end_lr", "start_lr"]),
     ("train_onecycle", lambda p: edit(p, "train", max_lr=-1.0), ["train.max_lr"]),
     ("train_onecycle", lambda p: edit(p, "train", batch_size=0), ["train.batch_size"]),
@@ -266,7 +266,10 @@ def test_cuda_requested_where_there_is_none(params, tmp_path, prepared, capsys):
 
 
 def test_diverging_training_stops_and_writes_no_model(params, tmp_path, prepared, capsys):
-    (tmp_path / "max_lr.json").write_text('{"max_lr": 1.0e8}')
+    # The largest max LR allowed (params.MAX_LR), from the first step on (div_factor 1), in fp16: the weights
+    # grow tenfold and more a step until the fp16 activations overflow to inf, and the loss to NaN.
+    (tmp_path / "max_lr.json").write_text('{"max_lr": 10.0}')
+    params["train"].update(batch_size=16, pct_start=0.6, div_factor=1.0, precision="fp16")
     err = run_stage("train_onecycle", params, tmp_path, prepared, capsys)
     assert "epoch 0" in err and "batch" in err and "lower train.max_lr" in err
 
