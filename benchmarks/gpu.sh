@@ -44,10 +44,11 @@ $PY -m onecycle.pipeline train_onecycle --params "$WORK/params.yaml" --out-dir "
   --input data/prepared="$WORK/data/prepared" 2>&1 | tr '\r' '\n' | awk '!/%\|/ || /100%\|/' | tee "$OUT_DIR/train.log"
 end=$(date +%s.%N)
 cp "$WORK/plots/train_history.csv" "$WORK/plots/training.png" "$WORK/metrics/train.json" "$OUT_DIR/"
-$PY - "$OUT_DIR/train.json" "$start" "$end" <<'PYEOF'
+cp "$WORK/metrics/details/train.json" "$OUT_DIR/train_details.json"
+$PY - "$OUT_DIR/train.json" "$OUT_DIR/train_details.json" "$start" "$end" <<'PYEOF'
 import json, sys
-m = json.load(open(sys.argv[1]))
-wall = float(sys.argv[3]) - float(sys.argv[2])
+m = json.load(open(sys.argv[1])) | json.load(open(sys.argv[2]))  # metrics, and the timings beside them
+wall = float(sys.argv[4]) - float(sys.argv[3])
 print(f"epochs: {m['epochs']}  max_lr: {m['max_lr']}")
 print(f"training time (steps only, all epochs): {m['seconds']['training']:.1f} s; "
       f"epochs incl. test passes: {m['seconds']['total']:.1f} s; stage wall time incl. start-up and compile: {wall:.1f} s")

@@ -257,3 +257,8 @@ def finite_float(value: Any, key: str, path: str | Path) -> float:
         raise ArtifactError(f"{key} in {path} must be a positive finite number, got {shown(value)}")
     return number
 
+
+
+def significant(x: float, digits: int = 4) -> float:
+    """x rounded to `digits` significant digits (metrics files: 0.0007579, not 0.0007578805851087509)."""
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x

@@ -26,6 +26,7 @@ against the optimizer step (the one-cycle shape; plots only, not in metrics.json
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from onecycle.train import EpochStats, StepStats
@@ -38,6 +39,12 @@ class LiveLog:
         from dvclive import Live  # here: only the main process of a training imports it
 
         logging.getLogger("dvclive").setLevel(logging.WARNING)  # its info lines would break the reference log
+        # Afresh, whatever a killed or older run left there (even a file where a folder belongs)
+        for stale in (directory / "plots", directory / "metrics.json"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
         self.live = Live(dir=str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
 
     def epoch(self, stats: EpochStats) -> None:

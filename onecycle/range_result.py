@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -23,9 +23,10 @@ if TYPE_CHECKING:  # only the type: training must not depend on the sweep's code
 
 @dataclass(frozen=True)
 class RangeTestResult:
-    """metrics/max_lr.json: the chosen max LR, every rule's suggestion and how the sweep ended.
+    """The range test's result: the chosen max LR, every rule's suggestion and how the sweep ended.
 
-    Written by the lr_range_test stage; train_onecycle reads only `max_lr` (read_max_lr)."""
+    Written by the lr_range_test stage as metrics/max_lr.json and metrics/details/max_lr.json
+    (`write`); train_onecycle reads only `max_lr` (read_max_lr)."""
 
     max_lr: float  # the chosen rule's suggestion, in LR units: always one of the swept LRs
     method: str  # the rule that chose it (one of params.METHODS)
@@ -37,8 +38,20 @@ class RangeTestResult:
     lowest_loss: float  # the lowest smoothed loss among the full points
     sweep: dict  # the sweep's settings and the training params it shares
 
-    def write(self, path: Path) -> None:
-        io.write_json(path, asdict(self))
+    def write(self, path: Path, details: Path) -> None:
+        """The numbers that compare across experiments to `path` (metrics/max_lr.json: max_lr, every
+        rule's pick, the starting and lowest loss, where the sweep stopped; losses to 4 decimals, LRs
+        exact since training uses them), the words and settings to `details` (not a DVC metric:
+        method, stop reason, fallbacks, the sweep's settings)."""
+        io.write_json(path, {
+            "max_lr": self.max_lr,
+            "suggestions": self.suggestions,
+            "start_loss": round(self.start_loss, 4),
+            "lowest_loss": round(self.lowest_loss, 4),
+            "stop_iteration": self.stop_iteration,
+        })
+        io.write_json(details, {"method": self.method, "stop_reason": self.stop_reason, "fallbacks": self.fallbacks,
+                                "sweep": self.sweep})
 
 
 def read_max_lr(path: Path) -> float:

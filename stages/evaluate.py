@@ -52,14 +52,16 @@ def evaluate(args) -> None:
         raise ArtifactError(f"the model in {args.model} outputs NaN or infinite logits (damaged or diverged "
                             "weights): retrain it with `dvc repro -f train_onecycle`")
     metrics = {
-        "accuracy": pred.accuracy,
-        "loss": pred.loss,
+        # rounded as read: % to 0.01 (one image in 10,000), cross-entropy to 4 significant digits
+        "accuracy": round(pred.accuracy, 2),
+        "loss": io.significant(pred.loss),
         "images": int(len(test.labels)),
-        "per_class_accuracy": ev.per_class_accuracy(pred, test.classes),
+        "per_class_accuracy": {name: None if acc is None else round(acc, 2)
+                               for name, acc in ev.per_class_accuracy(pred, test.classes).items()},
     }
     if ep.tta:
         tta = ev.predict(model, loader.epoch(0), rt, flip=True)
-        metrics["tta"] = {"accuracy": tta.accuracy, "loss": tta.loss}
+        metrics["tta"] = {"accuracy": round(tta.accuracy, 2), "loss": io.significant(tta.loss)}
     log.info("test accuracy %.2f%% (loss %.4f) on %d images%s", pred.accuracy, pred.loss, len(test.labels),
              f"; with flip TTA {metrics['tta']['accuracy']:.2f}%" if ep.tta else "")
     io.write_json(args.metrics, metrics)

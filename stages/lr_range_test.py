@@ -23,9 +23,10 @@ def main() -> None:
     p.add_argument("--curve", type=Path, required=True)
     p.add_argument("--picks", type=Path, required=True)
     p.add_argument("--result", type=Path, required=True)
+    p.add_argument("--details", type=Path, required=True, help="the result's words and settings (not a metric)")
     p.add_argument("--figure", type=Path, required=True)
     args = p.parse_args()
-    run_stage(lambda: range_test(args), [args.curve, args.picks, args.result, args.figure])
+    run_stage(lambda: range_test(args), [args.curve, args.picks, args.result, args.details, args.figure])
 
 
 def range_test(args) -> None:
@@ -36,7 +37,7 @@ def range_test(args) -> None:
     sweep, result = run_range_test(params, split, rt)
     write_curve(args.curve, sweep)
     write_picks(args.picks, sweep, result.suggestions, result.method, result.fallbacks)
-    result.write(args.result)
+    result.write(args.result, args.details)
     plots.plot_lr_range(sweep.lrs, sweep.losses, sweep.smoothed, result.suggestions, result.method, args.figure,
                         fallbacks=result.fallbacks)
 

@@ -35,10 +35,11 @@ def main() -> None:
     p.add_argument("--history", type=Path, required=True)
     p.add_argument("--figure", type=Path, required=True)
     p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--details", type=Path, required=True, help="timings (not a metric)")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--live", type=Path, required=True, help="DVCLive folder: metrics while training runs")
     args = p.parse_args()
-    outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics, args.live]
+    outputs = [args.model, args.model.with_suffix(".json"), args.history, args.figure, args.metrics, args.details, args.live]
     run_stage(lambda: train(args), outputs)
 
 
@@ -90,17 +91,20 @@ def write_outputs(args, params, max_lr, classes, result, seconds, rt) -> None:
     plots.plot_training(result.history, args.figure)
     last = result.history[-1]
     best = max(result.history, key=lambda h: h.test_acc)
+    # Numbers that compare across experiments, rounded as they are read: accuracy in % to 0.01 (one
+    # image in 10,000), losses to 4 significant digits; the max LR exact (it is the one trained with).
     io.write_json(args.metrics, {
         "max_lr": max_lr,
         "epochs": len(result.history),
-        "final": {"train_acc": last.train_acc, "train_loss": last.train_loss,
-                  "test_acc": last.test_acc, "test_loss": last.test_loss},
-        "best": {"test_acc": best.test_acc, "epoch": best.epoch, "test_loss": min(h.test_loss for h in result.history)},
-        "seconds": {"total": sum(h.seconds for h in result.history), "training": result.train_seconds,
-                    "this_run": seconds},
-        "images_per_second": result.images_per_second,
+        "final": {"train_acc": round(last.train_acc, 2), "train_loss": io.significant(last.train_loss),
+                  "test_acc": round(last.test_acc, 2), "test_loss": io.significant(last.test_loss)},
+        "best": {"test_acc": round(best.test_acc, 2), "epoch": best.epoch,
+                 "test_loss": io.significant(min(h.test_loss for h in result.history))},
+        "images_per_second": round(result.images_per_second, 1),
     })
-
+    # Timings measure the machine, not the result: beside the metrics, not among them.
+    io.write_json(args.details, {"seconds": {"total": sum(h.seconds for h in result.history),
+                                             "training": result.train_seconds, "this_run": seconds}})
 
 if __name__ == "__main__":
     main()

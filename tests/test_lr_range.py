@@ -230,7 +230,7 @@ def test_step_returning_a_tensor_like_value_is_converted_to_float():
 def test_sweep_of_a_tiny_torch_model_records_the_optimizer_lr():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    inputs, targets = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    inputs, targets = 30 * torch.randn(64, 8), torch.randint(0, 3, (64,))  # large inputs: LR 10 blows it up
     model = torch.nn.Linear(8, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     used: list[float] = []
@@ -245,9 +245,9 @@ def test_sweep_of_a_tiny_torch_model_records_the_optimizer_lr():
         optimizer.step()
         return loss.item()
 
-    result = run_sweep(step, LrRangeParams(start_lr=1e-3, end_lr=1e3, num_iter=60), progress=False)
+    result = run_sweep(step, LrRangeParams(start_lr=1e-5, end_lr=10, num_iter=60), progress=False)
     assert result.lrs == used
-    assert result.stop_reason != "completed"  # LR 1e3 blows it up
+    assert result.stop_reason != "completed"  # LR 10 on inputs of scale 30 blows it up
 
 
 # ----------------------------------------------------------------------------- rules: clean curves
