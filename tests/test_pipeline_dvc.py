@@ -10,6 +10,8 @@ import pytest
 from tests.pipeline import dvc, image_folder, project_copy, ran_stages, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
+# README, "Working with DVC": the columns that matter (DVC matches each pattern at the start of a column's name)
+CURATED = r"Experiment|metrics/max_lr.json:max_lr|.*\.method|train\.epochs|seed|accuracy"
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +84,16 @@ def test_metrics_params_and_plots_commands(project):
 
 def test_experiments_run_and_show(project):
     proj, _ = project
-    dvc("exp", "run", "-S", "train.epochs=1", cwd=proj)
+    for seed in (1, 2):  # two seeds of one configuration: test_seeds_aggregate_per_configuration reads them
+        dvc("exp", "run", "-S", f"seed={seed}", "-S", "train.epochs=1", cwd=proj)
     table = dvc("exp", "show", "--no-pager", "--csv", cwd=proj).stdout
     header, *rows = table.splitlines()
     assert "train.epochs" in header and "accuracy" in header
     assert len(rows) >= 2
+    # the README's curated view: experiment, max LR, rule, epochs, seed, accuracy and nothing else
+    curated = dvc("exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep", CURATED, cwd=proj).stdout
+    assert set(curated.splitlines()[0].split(",")) == {
+        "Experiment", "metrics/max_lr.json:max_lr", "lr_range_test.method", "train.epochs", "seed", "accuracy"}
 
 
 def test_a_temp_experiment_reads_a_relative_data_path_from_the_project(project):
@@ -110,7 +117,7 @@ def test_metrics_are_visible_while_training_runs(tmp_path):
 
     from tests.pipeline import env
 
-    data = image_folder(tmp_path / "images", n_train=600, n_test=50)
+    data = image_folder(tmp_path / "images", n_train=400, n_test=50)
     params = tiny_params(data)
     params["train"].update(epochs=3, batch_size=16, max_lr=0.05)  # ~1 s or more per epoch here
     proj = project_copy(tmp_path / "p", params)
@@ -136,7 +143,7 @@ def test_metrics_are_visible_while_training_runs(tmp_path):
     final = json.loads(live.read_text())
     assert final["step"] == 2 and "schedule" not in final  # the per-step LR is a chart, not a metric
     lrs = (proj / "dvclive" / "plots" / "metrics" / "schedule" / "lr.tsv").read_text().splitlines()
-    assert lrs[0] == "step\tlr" and len(lrs) == 1 + 3 * 38  # 600 images in batches of 16: 38 steps an epoch
+    assert lrs[0] == "step\tlr" and len(lrs) == 1 + 3 * 25  # 400 images in batches of 16: 25 steps an epoch
 
 
 def test_a_fresh_clone_shows_the_committed_metrics_and_plots(project, tmp_path):
@@ -154,9 +161,7 @@ def test_a_fresh_clone_shows_the_committed_metrics_and_plots(project, tmp_path):
 
 
 def test_seeds_aggregate_per_configuration(project):
-    proj, _ = project
-    for seed in (1, 2):
-        dvc("exp", "run", "-S", f"seed={seed}", "-S", "train.epochs=1", cwd=proj)
+    proj, _ = project  # the two experiments of test_experiments_run_and_show (seeds 1 and 2)
     shown = dvc("exp", "show", "--json", cwd=proj).stdout
     import subprocess
 
