@@ -156,7 +156,8 @@ def check_schedule(tp: TrainParams, steps_per_epoch: int, warn: bool = True) -> 
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}{'es' if noun.endswith('ch') else 's'}"
+    plural = noun + ("es" if noun.endswith(("sh", "tch")) or noun == "batch" else "s")  # batches, epochs
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {plural}"
 
 
 def build_scheduler(
