@@ -34,10 +34,10 @@ def stage_argv(stage: str, params_file: Path, tmp: Path, prepared: Path) -> tupl
     return argv, pipeline.outputs(stage, tmp / "out")
 
 
-def run_stage(stage: str, params: dict | str, tmp: Path, prepared: Path, capsys) -> str:
-    """Run the stage expecting failure; return its stderr after checking exit 2 and no outputs."""
-    params_file = tmp / "params.yaml"
-    params_file.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
+def stage_fails(stage: str, params_file: Path, tmp: Path, prepared: Path, capsys, *words: str,
+                code: int = 2) -> str:
+    """Run `stage` in this process on `params_file`: exit `code`, `error:` and `words` in stderr, no
+    traceback, and none of its outputs (planted stale first) left behind. Returns stderr."""
     argv, outputs = stage_argv(stage, params_file, tmp, prepared)
     for path in outputs.values():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +54,20 @@ def run_stage(stage: str, params: dict | str, tmp: Path, prepared: Path, capsys)
     finally:
         sys.argv = saved
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "error: " in err
+    assert exit_info.value.code == code, err
+    assert "error: " in err and "Traceback" not in err, err
+    for word in words:
+        assert word in err, f"{word!r} not in: {err}"
     left = [name for name, path in outputs.items() if path.exists()]
     assert not left, f"{stage} left {left} behind"
     return err
+
+
+def run_stage(stage: str, params: dict | str, tmp: Path, prepared: Path, capsys) -> str:
+    """Write `params` to a file and run the stage expecting exit 2 (stage_fails); its stderr."""
+    params_file = tmp / "params.yaml"
+    params_file.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
+    return stage_fails(stage, params_file, tmp, prepared, capsys)
 
 
 @pytest.fixture(scope="module")

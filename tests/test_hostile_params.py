@@ -20,7 +20,6 @@ import runpy
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -30,13 +29,13 @@ import torch
 import yaml
 
 from onecycle import checkpoint as ckpt
-from onecycle import io, pipeline
+from onecycle import io
 from onecycle.augment import MAX_AUGMENT_PIXELS, AugmentError, validate
 from onecycle.model import build_model
 from onecycle.params import AugmentParams, ParamsError, TrainParams, load_params, parse_params, shown, to_dict
 from onecycle.train import check_schedule
 from tests.conftest import ROOT
-from tests.test_failures import edit, folder, params, prepared, stage_argv  # noqa: F401 (fixtures)
+from tests.test_failures import edit, folder, params, prepared, stage_argv, stage_fails  # noqa: F401 (fixtures)
 from tests.test_hostile_data import PEAK_RSS
 
 PEAK_RSS_LIMIT_MIB = 200  # the download stage reading params peaks near 45 MiB
@@ -44,34 +43,6 @@ MAX_MESSAGE_CHARS = 1000  # the longest message here is ~400 characters
 
 
 # ----------------------------------------------------------------------------- running a stage
-
-
-def stage_fails(stage: str, params_file: Path, tmp: Path, prepared: Path, capsys, *words: str,
-                code: int = 2) -> str:
-    """Run `stage` in this process on `params_file`: exit `code`, `error:` and `words` in stderr, no
-    traceback, and none of its outputs (planted stale first) left behind. Returns stderr."""
-    argv, outputs = stage_argv(stage, params_file, tmp, prepared)
-    for path in outputs.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if stage == "download":
-            path.mkdir(exist_ok=True)
-        else:
-            path.write_text("stale")
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(argv[0], run_name="__main__")
-    finally:
-        sys.argv = saved
-    err = capsys.readouterr().err
-    assert exit_info.value.code == code, err
-    assert "error: " in err and "Traceback" not in err, err
-    for word in words:
-        assert word in err, f"{word!r} not in: {err}"
-    left = [name for name, path in outputs.items() if path.exists()]
-    assert not left, f"{stage} left {left} behind"
-    return err
 
 
 def stage_runs(stage: str, params_file: Path, tmp: Path, prepared: Path) -> None:
