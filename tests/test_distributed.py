@@ -39,7 +39,8 @@ def test_two_processes_finish_write_once_and_repeat_exactly(tmp_path):
     assert first.stderr.count("Test set: Average loss") + first.stdout.count("Test set: Average loss") == 2
     written = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert [w for w in written if not w.startswith("dvclive/")] == [
-        "metrics/train.json", "models/model.json", "models/model.pt", "plots/train_history.csv", "plots/training.png"]
+        "metrics/details/train.json", "metrics/train.json", "models/model.json", "models/model.pt",
+        "plots/train_history.csv", "plots/training.png"]
     assert "dvclive/metrics.json" in written and "dvclive/plots/metrics/schedule/lr.tsv" in written
     metrics = json.loads((tmp_path / "a" / "metrics" / "train.json").read_text())
     assert metrics["epochs"] == 2
