@@ -46,8 +46,10 @@ class LiveLog:
             elif stale.exists():
                 stale.unlink()
         self.live = Live(dir=str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+        self.steps: list[StepStats] = []  # this epoch's steps, written with the epoch (see `step`)
 
     def epoch(self, stats: EpochStats) -> None:
+        self._write_steps()
         live = self.live
         live.step = stats.epoch
         for name, value in (("train/loss", stats.train_loss), ("train/acc", stats.train_acc),
@@ -57,9 +59,16 @@ class LiveLog:
         live.make_summary()  # metrics.json now holds this epoch: `dvc exp show` reads it while the run goes on
 
     def step(self, stats: StepStats) -> None:
-        self.live.step = stats.step
-        self.live.log_metric("schedule/lr", stats.lr)
-        self.live.log_metric("schedule/momentum", stats.momentum)
+        # Kept in memory and written with the epoch: DVCLive appends to its files on every call, and
+        # two file appends per optimizer step would sit in the training loop (hundreds a second on a GPU).
+        self.steps.append(stats)
+
+    def _write_steps(self) -> None:
+        for stats in self.steps:
+            self.live.step = stats.step
+            self.live.log_metric("schedule/lr", stats.lr)
+            self.live.log_metric("schedule/momentum", stats.momentum)
+        self.steps.clear()
         self.live.summary.pop("schedule", None)  # a chart, not a number to compare across experiments
 
     def close(self, last_epoch: int) -> None:
